@@ -1,0 +1,90 @@
+"""``visrec`` command line: data generation and import, and running the asset graph."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import settings
+
+
+@click.group()
+def main() -> None:
+    """visrec: visual recommendation, from images and behaviour to ranked items."""
+
+
+@main.group()
+def data() -> None:
+    """Create or import datasets under assets/ (the dataset contract)."""
+
+
+@data.command("demo")
+@click.option("--items", "n_items", default=3000, show_default=True, help="catalogue size")
+@click.option("--users", "n_users", default=800, show_default=True, help="simulated shoppers")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="default: assets/demo")
+def data_demo(n_items: int, n_users: int, seed: int, out: Path | None) -> None:
+    """Generate the built-in demo shop (deterministic from the seed)."""
+    from .data.demo import generate_demo
+
+    out = out or settings.assets_dir() / "demo"
+    started = time.perf_counter()
+    dataset = generate_demo(out, n_items=n_items, n_users=n_users, seed=seed, progress=True)
+    _report(dataset, time.perf_counter() - started)
+
+
+@data.group("import")
+def data_import() -> None:
+    """Import outside data into the dataset contract."""
+
+
+@data_import.command("movielens")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", default="movielens", show_default=True)
+def import_movielens_cmd(path: Path, name: str) -> None:
+    """PATH holds ratings.csv, movies.csv and posters/{item_id}.jpg."""
+    from .data.importers import import_movielens
+
+    started = time.perf_counter()
+    _report(import_movielens(path, settings.assets_dir() / name, progress=True),
+            time.perf_counter() - started)
+
+
+@data_import.command("folder")
+@click.option("--items", "items_csv", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--events", "events_csv", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--images", "images_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", default="folder", show_default=True)
+def import_folder_cmd(items_csv: Path, events_csv: Path, images_dir: Path, name: str) -> None:
+    """An items CSV, an events CSV and a folder of images."""
+    from .data.importers import import_folder
+
+    started = time.perf_counter()
+    _report(import_folder(items_csv, events_csv, images_dir, settings.assets_dir() / name,
+                          progress=True), time.perf_counter() - started)
+
+
+def _report(dataset, seconds: float) -> None:
+    counts = dataset.read_manifest().get("counts", {})
+    click.echo(f"dataset {dataset.name!r} at {dataset.root} in {seconds:.1f}s: "
+               + ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@main.command("run")
+@click.option("--dataset", "dataset_name", default=None, help="default: $VISREC_DATASET or demo")
+def run(dataset_name: str | None) -> None:
+    """Materialise the whole asset graph in-process on one dataset."""
+    from .runner import run_pipeline
+
+    dataset_name = dataset_name or settings.dataset_name()
+    os.environ.setdefault("DAGSTER_HOME", str(settings.project_root() / ".dagster_home"))
+    ok = run_pipeline(dataset_name, echo=click.echo)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Datasets: the on-disk contract, the built-in demo generator and importers (no Dagster imports)."""

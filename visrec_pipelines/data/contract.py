@@ -1,0 +1,107 @@
+"""The dataset contract every generator and importer produces.
+
+A dataset is a folder (normally ``assets/<name>``) holding:
+
+- ``items.csv``   item_id, image_path (relative to the folder, may be empty), title, optional labels
+                  (category, genres, colour, pattern, ... any extra column is kept as a label)
+- ``images/``     the item images
+- ``events.csv``  user_id, item_id, event_type (view/click/add_to_cart/purchase/rating), value,
+                  timestamp (ISO-8601, UTC)
+- ``users.csv``   optional: user_id plus anything known about the user; when present, events of
+                  users not listed are quarantined as unknown users
+- ``dataset.json`` provenance: source, parameters, counts and what the import had to report
+
+Tables are read as text so that nothing is lost before validation: a malformed value is
+quarantined with a reason by the pipeline, never dropped by a parser.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+ITEM_COLUMNS = ("item_id", "image_path", "title")
+EVENT_COLUMNS = ("user_id", "item_id", "event_type", "value", "timestamp")
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
+RATING_RANGE = (0.5, 5.0)
+
+
+class DatasetError(ValueError):
+    """A dataset folder or table does not follow the contract."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def items_path(self) -> Path:
+        return self.root / "items.csv"
+
+    @property
+    def events_path(self) -> Path:
+        return self.root / "events.csv"
+
+    @property
+    def users_path(self) -> Path:
+        return self.root / "users.csv"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "dataset.json"
+
+    def exists(self) -> bool:
+        return self.items_path.is_file() and self.events_path.is_file()
+
+    def check(self) -> None:
+        """Raise a clear error if the folder is not a dataset."""
+        if not self.root.is_dir():
+            raise DatasetError(f"dataset folder {self.root} does not exist")
+        for path in (self.items_path, self.events_path):
+            if not path.is_file():
+                raise DatasetError(f"dataset {self.name!r} has no {path.name} (expected at {path})")
+
+    def read_items(self) -> pd.DataFrame:
+        self.check()
+        return read_table(self.items_path, ITEM_COLUMNS)
+
+    def read_events(self) -> pd.DataFrame:
+        self.check()
+        return read_table(self.events_path, EVENT_COLUMNS)
+
+    def read_users(self) -> pd.DataFrame | None:
+        return read_table(self.users_path, ("user_id",)) if self.users_path.is_file() else None
+
+    def image_file(self, image_path: str) -> Path:
+        return self.root / image_path
+
+    def read_manifest(self) -> dict:
+        return json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else {}
+
+    def write_manifest(self, manifest: dict) -> None:
+        self.manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """Read a contract CSV as text (empty cells become None) and check its required columns."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    frame = frame.astype(object).where(frame.notna(), None)
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise DatasetError(f"{path} lacks required column(s) {missing}; has {list(frame.columns)}")
+    return frame
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, lineterminator="\n")

@@ -1,0 +1,90 @@
+"""Catalogue assets: the items table, its images (validated, quarantined) and the item catalogue."""
+
+import pandas as pd
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext,
+                     AssetOut, Config, Output, asset, multi_asset)
+
+from ..quality.behaviour import ITEMS_SUITE, validate_items
+from ..quality.suites import check_names
+from ..resources import DatasetResource
+from ..vision.images import ImageLimits, thumbnail_data_uri, validate_images
+from .metadata import counts_table, dataset_metadata, gallery, table_preview
+
+GROUP = "catalogue"
+
+
+@asset(group_name=GROUP, description="The dataset's items table as imported (text, unvalidated).")
+def catalogue_source(dataset: DatasetResource) -> Output[pd.DataFrame]:
+    items = dataset.dataset.read_items()
+    return Output(items, metadata={**dataset_metadata(dataset.version()), "rows": len(items),
+                                   "preview": table_preview(items)})
+
+
+class ImageCheckConfig(Config):
+    min_side: int = ImageLimits.min_side
+    max_pixels: int = ImageLimits.max_pixels
+    max_bytes: int = ImageLimits.max_bytes
+    max_quarantine_fraction: float = 0.2
+
+
+@multi_asset(
+    group_name=GROUP,
+    outs={"raw_images": AssetOut(description="Every item image opened, checked and described."),
+          "quarantined_images": AssetOut(description="Images that cannot be used, with the reason.")},
+    check_specs=[AssetCheckSpec("quarantine_fraction_within_threshold", asset="raw_images",
+                                blocking=True, description="Too many bad images stops the run.")],
+)
+def raw_images(context: AssetExecutionContext, config: ImageCheckConfig, dataset: DatasetResource,
+               catalogue_source: pd.DataFrame):
+    limits = ImageLimits(config.min_side, config.max_pixels, config.max_bytes)
+    ds = dataset.dataset
+    accepted, quarantined = validate_images(catalogue_source, ds.image_file, limits, progress=True)
+    total = len(catalogue_source)
+    fraction = len(quarantined) / total if total else 0.0
+    thumbnails = [(f"{r.item_id} ({r.notes or 'ok'})", thumbnail_data_uri(ds.image_file(r.image_path)))
+                  for r in accepted.head(8).itertuples()]
+    reasons = quarantined["reason"].value_counts().to_dict() if len(quarantined) else {}
+    yield Output(accepted, output_name="raw_images", metadata={
+        **dataset_metadata(dataset.version()), "images_in": total, "accepted": len(accepted),
+        "quarantined": len(quarantined), "normalised": int((accepted["notes"] != "").sum()),
+        "thumbnails": gallery(thumbnails)})
+    yield Output(quarantined, output_name="quarantined_images", metadata={
+        "rows": len(quarantined), "by_reason": counts_table(reasons),
+        "preview": table_preview(quarantined)})
+    yield AssetCheckResult(
+        check_name="quarantine_fraction_within_threshold", asset_key="raw_images",
+        passed=fraction <= config.max_quarantine_fraction, severity=AssetCheckSeverity.ERROR,
+        metadata={"quarantine_fraction": fraction, "threshold": config.max_quarantine_fraction})
+
+
+@multi_asset(
+    group_name=GROUP,
+    outs={"item_catalogue": AssetOut(description="Valid items that have a usable image."),
+          "excluded_items": AssetOut(description="Items left out of the catalogue, with the reason.")},
+    check_specs=[AssetCheckSpec(name, asset="item_catalogue") for name in check_names(ITEMS_SUITE)],
+)
+def item_catalogue(dataset: DatasetResource, catalogue_source: pd.DataFrame,
+                   raw_images: pd.DataFrame, quarantined_images: pd.DataFrame):
+    outcome = validate_items(catalogue_source)
+    valid = outcome.valid
+    has_image = valid["item_id"].isin(raw_images["item_id"])
+    catalogue = valid[has_image].merge(
+        raw_images.drop_duplicates("item_id")[["item_id", "width", "height", "sha256"]],
+        on="item_id", how="left")
+    image_reasons = quarantined_images.drop_duplicates("item_id").set_index("item_id")["reason"]
+    no_image = valid[~has_image].assign(
+        failed_checks="usable_image",
+        reason=lambda f: "no usable image: " + f["item_id"].map(image_reasons).fillna("not checked"))
+    excluded = pd.concat([outcome.quarantined, no_image], ignore_index=True)
+    yield Output(catalogue.reset_index(drop=True), output_name="item_catalogue", metadata={
+        **dataset_metadata(dataset.version()), "items_in": len(catalogue_source),
+        "catalogue_items": len(catalogue), "excluded": len(excluded),
+        "without_usable_image": len(no_image), "preview": table_preview(catalogue)})
+    yield Output(excluded, output_name="excluded_items", metadata={
+        "rows": len(excluded), "preview": table_preview(excluded[["item_id", "title", "reason"]])})
+    for expectation in outcome.expectations:
+        yield AssetCheckResult(check_name=expectation.check_name, asset_key="item_catalogue",
+                               passed=expectation.unexpected_count == 0,
+                               severity=AssetCheckSeverity.WARN,
+                               metadata={"unexpected_rows": expectation.unexpected_count,
+                                         "rule": expectation.reason})

@@ -1,0 +1,1 @@
+"""Data validation with Great Expectations suites kept as files (no Dagster imports)."""

@@ -1,0 +1,122 @@
+"""Run a Great Expectations suite over a DataFrame and split it into valid and quarantined rows.
+
+Every expectation in our suites is a column-map rule, so GX can tell which rows broke it
+(``unexpected_index_list``). A row that breaks any rule is quarantined with the reasons of all the
+rules it broke; the rest pass. Counts in = valid + quarantined, by construction.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+SUITES_DIR = Path(__file__).resolve().parents[2] / "great_expectations" / "expectations"
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    check_name: str
+    reason: str
+    column: str
+    evaluated: bool          # False when a run-time parameter (e.g. a users table) was not available
+    unexpected_count: int
+    unexpected_fraction: float
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    valid: pd.DataFrame
+    quarantined: pd.DataFrame          # original columns + failed_checks + reason
+    expectations: list[ExpectationOutcome]
+
+    @property
+    def bad_fraction(self) -> float:
+        total = len(self.valid) + len(self.quarantined)
+        return len(self.quarantined) / total if total else 0.0
+
+
+def suite_path(name: str, suites_dir: Path | None = None) -> Path:
+    return (suites_dir or SUITES_DIR) / f"{name}.json"
+
+
+def load_suite_spec(name: str, suites_dir: Path | None = None) -> dict:
+    """The suite as plain JSON: cheap, no GX import (Dagster reads check names from it at load time)."""
+    path = suite_path(name, suites_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"expectation suite {name!r} not found at {path}")
+    return json.loads(path.read_text())
+
+
+def check_names(name: str, suites_dir: Path | None = None) -> list[str]:
+    return [e["meta"]["check_name"] for e in load_suite_spec(name, suites_dir)["expectations"]]
+
+
+def _needed_parameters(expectation: dict) -> set[str]:
+    return {v["$PARAMETER"] for v in expectation["kwargs"].values()
+            if isinstance(v, dict) and "$PARAMETER" in v}
+
+
+@lru_cache(maxsize=1)
+def _context():
+    import great_expectations as gx  # ~2-5 s import: only when a validation really runs
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    context.data_sources.add_pandas("visrec")
+    return context
+
+
+def validate(frame: pd.DataFrame, suite_name: str, parameters: dict | None = None,
+             suites_dir: Path | None = None) -> ValidationOutcome:
+    """Validate ``frame`` (index is reset) against a suite file; returns the split and per-rule counts."""
+    import great_expectations as gx
+
+    parameters = parameters or {}
+    spec = load_suite_spec(suite_name, suites_dir)
+    runnable = [e for e in spec["expectations"] if _needed_parameters(e) <= parameters.keys()]
+    frame = frame.reset_index(drop=True)
+
+    context = _context()
+    source = context.data_sources.get("visrec")
+    asset_name = f"{suite_name}_{id(frame)}"
+    batch = (source.add_dataframe_asset(asset_name).add_batch_definition_whole_dataframe("all")
+             .get_batch(batch_parameters={"dataframe": frame}))
+    suite = gx.ExpectationSuite(name=suite_name, expectations=runnable)
+    try:
+        result = batch.validate(suite, expectation_parameters=parameters,
+                                result_format={"result_format": "COMPLETE"})
+    finally:
+        source.delete_asset(asset_name)
+
+    failed_by_row: dict[int, list[dict]] = {}
+    counts: dict[str, int] = {}
+    for expectation_result in result.results:
+        meta = expectation_result.expectation_config.meta
+        if expectation_result.exception_info.get("raised_exception"):
+            raise RuntimeError(f"expectation {meta['check_name']} could not run: "
+                               f"{expectation_result.exception_info.get('exception_message')}")
+        rows = expectation_result.result.get("unexpected_index_list") or []
+        counts[meta["check_name"]] = len(rows)
+        for row in rows:
+            failed_by_row.setdefault(int(row), []).append(meta)
+
+    bad = sorted(failed_by_row)
+    quarantined = frame.loc[bad].copy()
+    quarantined["failed_checks"] = [";".join(m["check_name"] for m in failed_by_row[i]) for i in bad]
+    quarantined["reason"] = ["; ".join(m["reason"] for m in failed_by_row[i]) for i in bad]
+    valid = frame.drop(index=bad)
+
+    outcomes = []
+    for e in spec["expectations"]:
+        name, count = e["meta"]["check_name"], counts.get(e["meta"]["check_name"], 0)
+        outcomes.append(ExpectationOutcome(
+            check_name=name, reason=e["meta"]["reason"], column=e["kwargs"].get("column", ""),
+            evaluated=name in counts, unexpected_count=count,
+            unexpected_fraction=count / len(frame) if len(frame) else 0.0))
+    return ValidationOutcome(valid=valid, quarantined=quarantined, expectations=outcomes)
