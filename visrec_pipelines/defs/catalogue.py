@@ -72,9 +72,9 @@ def item_catalogue(dataset: DatasetResource, catalogue_source: pd.DataFrame,
         raw_images.drop_duplicates("item_id")[["item_id", "width", "height", "sha256"]],
         on="item_id", how="left")
     image_reasons = quarantined_images.drop_duplicates("item_id").set_index("item_id")["reason"]
-    no_image = valid[~has_image].assign(
-        failed_checks="usable_image",
-        reason=lambda f: "no usable image: " + f["item_id"].map(image_reasons).fillna("not checked"))
+    no_image = valid[~has_image]
+    no_image = no_image.assign(failed_checks="usable_image", reason=[
+        f"no usable image: {image_reasons.get(item_id, 'not checked')}" for item_id in no_image["item_id"]])
     excluded = pd.concat([outcome.quarantined, no_image], ignore_index=True)
     yield Output(catalogue.reset_index(drop=True), output_name="item_catalogue", metadata={
         **dataset_metadata(dataset.version()), "items_in": len(catalogue_source),

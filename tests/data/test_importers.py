@@ -1,0 +1,82 @@
+"""Importers keep every source row and report what they could not bring (missing images)."""
+import pandas as pd
+import pytest
+from PIL import Image
+
+from visrec_pipelines.data.contract import EVENT_COLUMNS, Dataset, DatasetError
+from visrec_pipelines.data.importers import import_folder, import_movielens, unix_to_iso
+
+
+def test_unix_to_iso_keeps_garbage_for_validation():
+    assert unix_to_iso("964982703") == "2000-07-30T18:45:03Z"
+    assert unix_to_iso("not a time") == "not a time"
+    assert unix_to_iso(None) is None
+
+
+def make_mini_movielens(root):
+    (root / "posters").mkdir(parents=True)
+    pd.DataFrame({"item_id": [1, 2, 3], "title": ["A (1995)", "B (1996)", "C (1997)"],
+                  "genres": ["Comedy", "Drama|Romance", "Horror"]}).to_csv(root / "movies.csv", index=False)
+    pd.DataFrame({"user_id": [1, 1, 2, 2], "item_id": [1, 2, 3, 9], "rating": [4.0, 3.5, 5.0, 2.0],
+                  "timestamp": [964982703, 964981247, 964982224, "oops"]}).to_csv(root / "ratings.csv", index=False)
+    for item_id in (1, 2):
+        Image.new("RGB", (40, 60), "red").save(root / "posters" / f"{item_id}.jpg")
+
+
+def test_movielens_mini(tmp_path):
+    make_mini_movielens(tmp_path / "src")
+    ds = import_movielens(tmp_path / "src", tmp_path / "out")
+    items, events = ds.read_items(), ds.read_events()
+    assert items["image_path"].tolist() == ["images/1.jpg", "images/2.jpg", None]
+    assert list(events.columns) == list(EVENT_COLUMNS)
+    assert len(events) == 4 and set(events["event_type"]) == {"rating"}
+    assert events["timestamp"].iloc[-1] == "oops"  # kept for the pipeline to quarantine
+    assert ds.read_manifest()["items_without_image"] == ["3"]
+
+
+def test_movielens_rejects_wrong_folder(tmp_path):
+    with pytest.raises(DatasetError, match="ratings.csv"):
+        import_movielens(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.shared_data
+def test_movielens_real_accounts_for_every_row(movielens_path, tmp_path):
+    ds = import_movielens(movielens_path, tmp_path / "movielens")
+    manifest = ds.read_manifest()["counts"]
+    assert manifest["source_ratings"] == len(ds.read_events()) == 100_836
+    assert manifest["source_movies"] == len(ds.read_items()) == 9_742
+    assert manifest["images_copied"] + manifest["items_without_image"] == 9_742
+    assert 200 <= manifest["items_without_image"] <= 250
+    assert len(list(ds.images_dir.iterdir())) == manifest["images_copied"]
+
+
+def test_folder_import(tmp_path):
+    src = tmp_path / "src"
+    (src / "pics").mkdir(parents=True)
+    Image.new("RGB", (50, 50), "blue").save(src / "pics" / "a.PNG")
+    pd.DataFrame({"item_id": ["a", "b"], "image": ["a.PNG", "missing.jpg"], "colour": ["blue", "red"]}
+                 ).to_csv(src / "items.csv", index=False)
+    pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "event_type": ["view"], "value": [""],
+                  "timestamp": ["2024-01-01T00:00:00Z"]}).to_csv(src / "events.csv", index=False)
+    ds = import_folder(src / "items.csv", src / "events.csv", src / "pics", tmp_path / "shop")
+    items = ds.read_items()
+    assert items.columns[:3].tolist() == ["item_id", "image_path", "title"]
+    assert items["colour"].tolist() == ["blue", "red"]
+    assert (ds.root / items["image_path"][0]).is_file() and items["image_path"][1] is None
+    assert ds.read_manifest()["items_without_image"] == [{"item_id": "b", "image": "missing.jpg"}]
+
+
+def test_folder_import_needs_contract_columns(tmp_path):
+    (tmp_path / "items.csv").write_text("item_id,image\na,a.jpg\n")
+    (tmp_path / "events.csv").write_text("user,item\nu,a\n")
+    with pytest.raises(DatasetError, match="user_id"):
+        import_folder(tmp_path / "items.csv", tmp_path / "events.csv", tmp_path, tmp_path / "x")
+
+
+def test_dataset_check_reports_missing_tables(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        Dataset(tmp_path / "nope").check()
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "items.csv").write_text("item_id,image_path,title\n")
+    with pytest.raises(DatasetError, match="events.csv"):
+        Dataset(tmp_path / "half").read_events()
