@@ -1,0 +1,1 @@
+"""Image decoding/validation, encoders and tagging (plain library code, no Dagster imports)."""
