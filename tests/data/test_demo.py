@@ -11,7 +11,7 @@ from PIL import Image
 from visrec_pipelines.data.contract import EVENT_COLUMNS, EVENT_TYPES, Dataset
 from visrec_pipelines.data.demo import COLOURS, generate_demo
 
-SMALL = {"n_items": 60, "n_users": 20, "image_size": 64}
+SMALL = {"n_items": 60, "n_users": 20, "image_size": 96}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_tables_follow_the_contract(small):
     assert row["title"].lower().startswith(row["colour"]) and row["title"].endswith(row["category"])
     manifest = small.read_manifest()
     assert manifest["source"] == "demo"
-    assert manifest["params"] == {"n_items": 60, "n_users": 20, "seed": 3, "image_size": 64}
+    assert manifest["params"] == {"n_items": 60, "n_users": 20, "seed": 3, "image_size": 96}
     assert manifest["counts"]["events"] == len(events)
     assert manifest["colours"] == list(COLOURS)
 
@@ -63,7 +63,7 @@ def test_every_image_is_an_rgb_jpeg_of_the_right_size(small):
     assert sorted(p.name for p in small.images_dir.iterdir()) == sorted(Path(p).name for p in items["image_path"])
     for path in items["image_path"]:
         with Image.open(small.image_file(path)) as image:
-            assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (64, 64))
+            assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (96, 96))
 
 
 def test_solid_items_are_dominantly_their_named_colour(small):

@@ -1,0 +1,43 @@
+"""The `visrec` command line drives the platform end to end."""
+import pandas as pd
+from click.testing import CliRunner
+from PIL import Image
+
+from visrec_pipelines.cli import main
+
+
+def test_demo_then_run(isolated_env):
+    runner = CliRunner()
+    made = runner.invoke(main, ["data", "demo", "--items", "40", "--users", "10", "--seed", "4"])
+    assert made.exit_code == 0, made.output
+    assert "items=40" in made.output
+    ran = runner.invoke(main, ["run"])
+    assert ran.exit_code == 0, ran.output
+    assert "succeeded" in ran.output and "behaviour_events" in ran.output
+    assert (isolated_env / "warehouse" / "demo" / "item_catalogue.parquet").is_file()
+
+
+def test_run_unknown_dataset_is_a_clear_error(isolated_env):
+    result = CliRunner().invoke(main, ["run", "--dataset", "nope"])
+    assert result.exit_code != 0
+    assert "not found" in str(result.exception) and "visrec data" in str(result.exception)
+
+
+def test_import_folder_then_run(isolated_env, tmp_path):
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for k, colour in enumerate(["red", "green", "blue"]):
+        Image.new("RGB", (64, 64), colour).save(pics / f"{k}.png")
+    pd.DataFrame({"item_id": ["a", "b", "c"], "image": ["0.png", "1.png", "2.png"],
+                  "colour": ["red", "green", "blue"]}).to_csv(tmp_path / "items.csv", index=False)
+    pd.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "c"],
+                  "event_type": ["view", "purchase", "click"], "value": ["", "1", ""],
+                  "timestamp": ["2024-01-01T00:00:00Z"] * 3}).to_csv(tmp_path / "events.csv", index=False)
+    runner = CliRunner()
+    imported = runner.invoke(main, ["data", "import", "folder", "--items", str(tmp_path / "items.csv"),
+                                    "--events", str(tmp_path / "events.csv"), "--images", str(pics),
+                                    "--name", "shop"])
+    assert imported.exit_code == 0, imported.output
+    ran = runner.invoke(main, ["run", "--dataset", "shop"])
+    assert ran.exit_code == 0, ran.output
+    assert len(pd.read_parquet(isolated_env / "warehouse" / "shop" / "behaviour_events.parquet")) == 3
