@@ -60,7 +60,8 @@ def test_users_have_a_ground_truth_taste(small):
 
 def test_every_image_is_an_rgb_jpeg_of_the_right_size(small):
     items = small.read_items()
-    assert sorted(p.name for p in small.images_dir.iterdir()) == sorted(Path(p).name for p in items["image_path"])
+    on_disk = sorted(p.name for p in small.images_dir.iterdir())
+    assert on_disk == sorted(Path(p).name for p in items["image_path"])
     for path in items["image_path"]:
         with Image.open(small.image_file(path)) as image:
             assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (96, 96))
@@ -76,7 +77,8 @@ def test_solid_items_are_dominantly_their_named_colour(small):
         background = np.median(pixels[:3].reshape(-1, 3), axis=0)  # the top rows are backdrop
         on_object = np.abs(pixels - background).max(axis=2) > 60
         # Skip the darker outline: keep object pixels whose four neighbours are object too.
-        inside = on_object & np.all([np.roll(on_object, step, axis) for step in (1, -1) for axis in (0, 1)], axis=0)
+        neighbours = [np.roll(on_object, step, axis) for step in (1, -1) for axis in (0, 1)]
+        inside = on_object & np.all(neighbours, axis=0)
         dominant = np.median(pixels[inside], axis=0)
         assert names[np.linalg.norm(palette - dominant, axis=1).argmin()] == row.colour, row.item_id
 
