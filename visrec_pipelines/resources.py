@@ -1,6 +1,7 @@
 """Dagster resources: the dataset being worked on and where asset tables are stored."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pandas as pd
@@ -25,33 +26,38 @@ class DatasetResource(ConfigurableResource):
         return {"dataset": self.name, **dataset_version(self.dataset.root)}
 
 
-class ParquetIOManager(ConfigurableIOManager):
-    """DataFrames as Parquet under ``<base_dir>/<dataset>/<asset>.parquet``: one warehouse folder
-    per dataset, readable by serving and notebooks without Dagster."""
+class WarehouseIOManager(ConfigurableIOManager):
+    """Asset values under ``<base_dir>/<dataset>/``: DataFrames as Parquet (readable by serving and
+    notebooks without Dagster), anything else (trained models) as a pickle."""
 
     base_dir: str
     dataset: str
 
-    def _path(self, context) -> Path:
-        return Path(self.base_dir) / self.dataset / f"{'__'.join(context.asset_key.path)}.parquet"
+    def _stem(self, context) -> Path:
+        return Path(self.base_dir) / self.dataset / "__".join(context.asset_key.path)
 
-    def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
-        if not isinstance(obj, pd.DataFrame):
-            raise TypeError(f"{context.asset_key.to_user_string()} must be a DataFrame, got {type(obj)}")
-        path = self._path(context)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def handle_output(self, context: OutputContext, obj) -> None:
+        stem = self._stem(context)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        path = stem.with_suffix(".parquet" if isinstance(obj, pd.DataFrame) else ".pkl")
         tmp = path.with_suffix(".tmp")
-        obj.to_parquet(tmp, index=False)
-        tmp.replace(path)  # readers never see a half-written table
+        if isinstance(obj, pd.DataFrame):
+            obj.to_parquet(tmp, index=False)
+        else:
+            tmp.write_bytes(pickle.dumps(obj))
+        tmp.replace(path)  # readers never see a half-written value
         context.add_output_metadata({"path": str(path)})
 
-    def load_input(self, context: InputContext) -> pd.DataFrame:
-        return pd.read_parquet(self._path(context))
+    def load_input(self, context: InputContext):
+        stem = self._stem(context)
+        if stem.with_suffix(".parquet").exists():
+            return pd.read_parquet(stem.with_suffix(".parquet"))
+        return pickle.loads(stem.with_suffix(".pkl").read_bytes())
 
 
 def default_resources(dataset: str | None = None) -> dict:
     name = dataset or settings.dataset_name()
     return {
         "dataset": DatasetResource(assets_dir=str(settings.assets_dir()), name=name),
-        "io_manager": ParquetIOManager(base_dir=str(settings.warehouse_dir()), dataset=name),
+        "io_manager": WarehouseIOManager(base_dir=str(settings.warehouse_dir()), dataset=name),
     }

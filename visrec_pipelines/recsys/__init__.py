@@ -1,0 +1,1 @@
+"""Recommendation: the evaluation split, metrics and rankers (no Dagster imports)."""

@@ -1,0 +1,93 @@
+"""The one small contract every ranker obeys (after Cornac): fit, score, recommend, save/load, and
+user/item vectors whose inner product is the score wherever the model allows it, so a vector index
+can serve it.
+
+Users and items are dense indices 0..n-1 into ``TrainData.user_ids`` / ``item_ids``. Item features
+(L2-normalised image embeddings) are rows aligned with ``item_ids``; every catalogue item has one,
+including items nobody has interacted with yet (the cold items only visual models can find).
+"""
+from __future__ import annotations
+
+import pickle
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass
+class TrainData:
+    user_ids: np.ndarray            # (n_users,) external ids, str
+    item_ids: np.ndarray            # (n_items,) external ids, str — the whole catalogue
+    users: np.ndarray               # (n_interactions,) int user index
+    items: np.ndarray               # (n_interactions,) int item index
+    timestamps: np.ndarray          # (n_interactions,) float unix seconds
+    item_features: np.ndarray | None = None   # (n_items, d) float32, L2-normalised
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def matrix(self) -> sp.csr_matrix:
+        """Binary user × item matrix of train positives."""
+        data = np.ones(len(self.users), dtype=np.float32)
+        m = sp.csr_matrix((data, (self.users, self.items)), shape=(self.n_users, self.n_items))
+        m.data[:] = 1.0
+        return m
+
+    def sequences(self) -> list[np.ndarray]:
+        """Each user's item indices in time order (ties broken by item index)."""
+        order = np.lexsort((self.items, self.timestamps, self.users))
+        users, items = self.users[order], self.items[order]
+        bounds = np.searchsorted(users, np.arange(self.n_users + 1))
+        return [items[bounds[u]:bounds[u + 1]] for u in range(self.n_users)]
+
+
+class Ranker(ABC):
+    name: str = "ranker"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.seen: sp.csr_matrix | None = None
+
+    @abstractmethod
+    def fit(self, data: TrainData, validation: TrainData | None = None) -> "Ranker":
+        """Train; ``validation`` (held-out positives carved from train) may drive early stopping."""
+
+    @abstractmethod
+    def score(self, users: np.ndarray) -> np.ndarray:
+        """(len(users), n_items) scores; higher is better."""
+
+    def recommend(self, users: np.ndarray, k: int = 20, exclude_seen: bool = True) -> np.ndarray:
+        """(len(users), k) item indices, best first, the user's train positives excluded."""
+        scores = self.score(np.asarray(users)).astype(np.float32, copy=True)
+        if exclude_seen and self.seen is not None:
+            rows = self.seen[np.asarray(users)]
+            scores[np.repeat(np.arange(len(users)), np.diff(rows.indptr)), rows.indices] = -np.inf
+        k = min(k, scores.shape[1])
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        return np.take_along_axis(top, order, axis=1)
+
+    def user_vectors(self) -> np.ndarray | None:
+        """(n_users, d) with score = user_vectors @ item_vectors.T, or None if not factorised."""
+        return None
+
+    def item_vectors(self) -> np.ndarray | None:
+        return None
+
+    def save(self, path: Path) -> None:
+        Path(path).write_bytes(pickle.dumps(self))
+
+    @classmethod
+    def load(cls, path: Path) -> "Ranker":
+        model = pickle.loads(Path(path).read_bytes())
+        if not isinstance(model, cls):
+            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model

@@ -1,0 +1,1 @@
+"""One module per ranker, all obeying ``visrec_pipelines.recsys.base.Ranker``."""
