@@ -74,6 +74,36 @@ def _report(dataset, seconds: float) -> None:
                + ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 
+@main.command("embed")
+@click.option("--dataset", "dataset_name", default=None, help="default: $VISREC_DATASET or demo")
+@click.option("--shard", default="0/1", show_default=True, help="i/n: embed only shard i of n")
+@click.option("--encoder", "encoder_name", default="efficientnet-lite0", show_default=True)
+@click.option("--weights", "weights_path", default=None, help="weights file for torchvision backbones")
+@click.option("--runtime", default="auto", show_default=True)
+@click.option("--workers", default=1, show_default=True, help="decoding threads")
+def embed(dataset_name, shard, encoder_name, weights_path, runtime, workers) -> None:
+    """Embed one shard of a dataset's validated images into the shared embedding store (run it on
+    several processes or machines at once; the raw_images asset must be materialised)."""
+    import pandas as pd
+
+    from .data.contract import Dataset
+    from .vision.embedding_job import update_embeddings
+    from .vision.embedding_store import EmbeddingStore
+    from .vision.encoders import build_encoder
+
+    name = dataset_name or settings.dataset_name()
+    index, count = (int(x) for x in shard.split("/"))
+    raw_images = pd.read_parquet(settings.warehouse_dir() / name / "raw_images.parquet")
+    encoder = build_encoder(encoder_name, weights_path=weights_path, runtime=runtime)
+    store = EmbeddingStore.for_encoder(settings.warehouse_dir() / name / "embeddings", encoder)
+    dataset = Dataset(settings.assets_dir() / name)
+    report = update_embeddings(store, encoder, raw_images, dataset.image_file, shard=(index, count),
+                               workers=workers, progress=True)
+    click.echo(f"shard {shard}: embedded {report.embedded}, unchanged {report.unchanged}, "
+               f"removed {report.removed}, failures {len(report.failures)} "
+               f"({report.images_per_second:.1f} img/s)")
+
+
 @main.command("run")
 @click.option("--dataset", "dataset_name", default=None, help="default: $VISREC_DATASET or demo")
 def run(dataset_name: str | None) -> None:

@@ -1,8 +1,11 @@
 """Dagster resources: the dataset being worked on and where asset tables are stored."""
 from __future__ import annotations
 
+import os
 import pickle
+from functools import lru_cache
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
@@ -60,4 +63,60 @@ def default_resources(dataset: str | None = None) -> dict:
     return {
         "dataset": DatasetResource(assets_dir=str(settings.assets_dir()), name=name),
         "io_manager": WarehouseIOManager(base_dir=str(settings.warehouse_dir()), dataset=name),
+        "encoder": EncoderResource(name=os.environ.get("VISREC_ENCODER", "efficientnet-lite0"),
+                                   weights_path=os.environ.get("VISREC_ENCODER_WEIGHTS") or None),
+        "detector": DetectorResource(weights_path=os.environ.get("VISREC_DETECTOR_WEIGHTS") or None,
+                                     class_names_path=os.environ.get("VISREC_DETECTOR_CLASSES") or None),
+        "vector_index": VectorIndexResource(uri=os.environ.get("MILVUS_URI") or None),
     }
+
+
+@lru_cache(maxsize=4)
+def _encoder(name: str, weights_path: str | None, runtime: str):
+    from .vision.encoders import build_encoder
+
+    return build_encoder(name, weights_path=weights_path, runtime=runtime)
+
+
+class EncoderResource(ConfigurableResource):
+    """The image encoder: EfficientNet-Lite0 (ImageNet, offline) by default; torchvision backbones
+    (resnet18/50, mobilenet_v3_*, efficientnet_b0) with a user-supplied weights file."""
+
+    name: str = "efficientnet-lite0"
+    weights_path: Optional[str] = None
+    runtime: str = "auto"
+
+    def get(self):
+        return _encoder(self.name, self.weights_path, self.runtime)
+
+    def cli_args(self) -> list[str]:
+        args = ["--encoder", self.name, "--runtime", self.runtime]
+        return args + (["--weights", self.weights_path] if self.weights_path else [])
+
+
+class DetectorResource(ConfigurableResource):
+    """Optional object detector (torchvision architecture + a weights file + its class names);
+    without a weights file there is no detector and no detector tags."""
+
+    weights_path: Optional[str] = None
+    class_names_path: Optional[str] = None
+    architecture: str = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
+    def get(self):
+        from .vision.detection import load_detector
+
+        return load_detector(self.weights_path, self.class_names_path, self.architecture)
+
+
+class VectorIndexResource(ConfigurableResource):
+    """Milvus: a milvus-lite file in the warehouse by default, a server by URI (MILVUS_URI) in
+    production; the token comes from MILVUS_TOKEN."""
+
+    uri: Optional[str] = None
+    alias: str = "visrec_items"
+
+    def open(self, dataset: str):
+        from .index.milvus_index import MilvusItemIndex
+
+        uri = self.uri or str(settings.warehouse_dir() / dataset / "milvus.db")
+        return MilvusItemIndex(uri=uri, alias=f"{self.alias}_{dataset}")  # one alias per dataset

@@ -51,7 +51,10 @@ def run_pipeline(dataset_name: str, echo: Callable[[str], None] = print) -> bool
 
 
 SUMMARY_KEYS = ("rows", "rows_in", "images_in", "items_in", "accepted", "quarantined",
-                "catalogue_items", "excluded", "dataset_version")
+                "catalogue_items", "excluded", "embedded_now", "unchanged", "removed", "failures",
+                "images_per_second", "runtime", "label_groups", "colour_accuracy", "category_accuracy",
+                "genres_precision", "genres_recall", "mean_tags_per_item", "indexed", "collection",
+                "mlflow_run_id", "dataset_version")
 
 
 def summarise(result) -> list[str]:

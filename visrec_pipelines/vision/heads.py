@@ -118,10 +118,15 @@ def train_head(features: np.ndarray, items: pd.DataFrame, group: LabelGroup, epo
         loss_fn, target = nn.CrossEntropyLoss(), y_train.argmax(1)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
     model.train()
-    for _ in range(epochs):
-        optimiser.zero_grad()
-        loss_fn(model(x_train), target).backward()
-        optimiser.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # matrices this small gain nothing from threads and lose a lot under load
+    try:
+        for _ in range(epochs):
+            optimiser.zero_grad()
+            loss_fn(model(x_train), target).backward()
+            optimiser.step()
+    finally:
+        torch.set_num_threads(threads)
     head = TrainedHead(group=group, model=model.eval())
     head.metrics, head.per_label = evaluate(head, features[test], y[test])
     head.metrics.update(train_items=int(train.sum()), held_out_items=int(test.sum()))

@@ -1,0 +1,156 @@
+"""Vision assets: embeddings, transfer-learned heads, semantic tags and the Milvus item index."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+
+from ..index.exact import ExactIndex
+from ..resources import DatasetResource, DetectorResource, EncoderResource, VectorIndexResource
+from ..vision.embedding_job import update_embeddings
+from ..vision.embedding_store import EmbeddingStore
+from ..vision.head_runs import train_and_log_heads
+from ..vision.heads import label_probabilities
+from ..vision.images import thumbnail_data_uri
+from ..vision.tagging import detector_tag_lists, tag_items, tag_quality
+from .metadata import dataset_metadata, gallery, table_preview
+
+GROUP = "vision"
+
+
+def embeddings_root(dataset: DatasetResource) -> Path:
+    from .. import settings
+
+    return settings.warehouse_dir() / dataset.name / "embeddings"
+
+
+def open_store(dataset: DatasetResource, encoder_id: str) -> EmbeddingStore:
+    return EmbeddingStore(embeddings_root(dataset), encoder_id)
+
+
+class EmbeddingConfig(Config):
+    batch_size: int = 32
+    parallel_shards: int = 1  # >1: that many worker processes embed disjoint shards into one store
+
+
+@asset(group_name=GROUP, description="L2-normalised CNN vectors of every accepted image (incremental).")
+def image_embeddings(context: AssetExecutionContext, config: EmbeddingConfig, dataset: DatasetResource,
+                     encoder: EncoderResource, raw_images: pd.DataFrame) -> Output[pd.DataFrame]:
+    model = encoder.get()
+    store = EmbeddingStore.for_encoder(embeddings_root(dataset), model)
+    if config.parallel_shards > 1:
+        workers = [subprocess.Popen([sys.executable, "-m", "visrec_pipelines.cli", "embed",
+                                     "--dataset", dataset.name, "--shard", f"{i}/{config.parallel_shards}",
+                                     *encoder.cli_args()]) for i in range(config.parallel_shards)]
+        failed = [i for i, w in enumerate(workers) if w.wait() != 0]
+        if failed:
+            raise RuntimeError(f"embedding shard workers {failed} failed; see their output above")
+        report = None
+    else:
+        report = update_embeddings(store, model, raw_images, dataset.dataset.image_file,
+                                   batch_size=config.batch_size, progress=True)
+    store.compact()
+    item_ids, _, top_classes, top_probs = store.load()
+    names = model.class_names or []
+    frame = pd.DataFrame({
+        "item_id": item_ids, "encoder_id": model.encoder_id,
+        "imagenet_top1": [names[c[0]] if names and c is not None else None for c in
+                          (top_classes if top_classes is not None else [None] * len(item_ids))],
+        "imagenet_top1_prob": top_probs[:, 0] if top_probs is not None else np.nan})
+    metadata = {**dataset_metadata(dataset.version()), "encoder_id": model.encoder_id,
+                "runtime": model.runtime, "dim": model.dim,
+                "preprocessing": MetadataValue.json(model.preprocessing.describe()),
+                "vectors": len(frame), "parallel_shards": config.parallel_shards}
+    if report is not None:
+        metadata.update(embedded_now=report.embedded, unchanged=report.unchanged, removed=report.removed,
+                        failures=len(report.failures), images_per_second=round(report.images_per_second, 1))
+    return Output(frame, metadata=metadata)
+
+
+def aligned_features(dataset: DatasetResource, image_embeddings: pd.DataFrame, item_ids) -> tuple[list, np.ndarray]:
+    store = open_store(dataset, image_embeddings["encoder_id"].iloc[0])
+    ids, features, _, _ = store.load(item_ids)
+    return list(ids), features
+
+
+class HeadsConfig(Config):
+    epochs: int = 150
+    hidden: int = 256
+
+
+@asset(group_name=GROUP, description="Transfer learning: heads over the image features for the catalogue's "
+                                     "own labels, tracked as MLflow runs with held-out per-label metrics.")
+def tag_heads(context: AssetExecutionContext, config: HeadsConfig, dataset: DatasetResource,
+              image_embeddings: pd.DataFrame, item_catalogue: pd.DataFrame) -> Output[list]:
+    ids, features = aligned_features(dataset, image_embeddings, item_catalogue["item_id"])
+    items = item_catalogue.set_index("item_id").loc[ids].reset_index()
+    version = dataset.version()
+    heads, run_id, per_label = train_and_log_heads(
+        features, items, epochs=config.epochs, hidden=config.hidden,
+        run_tags={"dataset": dataset.name, "dataset_version": version["version"],
+                  "encoder_id": image_embeddings["encoder_id"].iloc[0], "dagster_run_id": context.run_id})
+    overall = {f"{h.group.column}.{k}": round(v, 4) for h in heads for k, v in h.metrics.items()}
+    return Output(heads, metadata={**dataset_metadata(version), "mlflow_run_id": run_id or "none",
+                                   "label_groups": ", ".join(h.group.column for h in heads) or "none",
+                                   "held_out_metrics": MetadataValue.json(overall),
+                                   "per_label": table_preview(per_label.round(3), rows=40)})
+
+
+class TagConfig(Config):
+    min_confidence: float = 0.3
+    max_tags: int = 8
+
+
+@asset(group_name=GROUP, description="Readable tags with confidences: ImageNet objects, colours, learned heads.")
+def semantic_tags(context: AssetExecutionContext, config: TagConfig, dataset: DatasetResource,
+                  detector: DetectorResource, image_embeddings: pd.DataFrame, tag_heads: list, item_catalogue: pd.DataFrame) -> Output[pd.DataFrame]:
+    store = open_store(dataset, image_embeddings["encoder_id"].iloc[0])
+    ids, features, top_classes, top_probs = store.load(item_catalogue["item_id"])
+    items = item_catalogue.set_index("item_id").loc[ids].reset_index()
+    paths = [str(dataset.dataset.image_file(p)) for p in items["image_path"]]
+    object_detector = detector.get()
+    detections = detector_tag_lists(object_detector, paths) if object_detector is not None else None
+    tags = tag_items(list(ids), paths, top_classes, top_probs,
+                     label_probabilities(tag_heads, features) if tag_heads else None, detections,
+                     min_confidence=config.min_confidence, max_tags=config.max_tags)
+    multi = [h.group.column for h in tag_heads if h.group.multi_label]
+    quality = tag_quality(tags, items, multi)
+    shown = [(f"{r.item_id}: {t}", thumbnail_data_uri(Path(p))) for r, t, p in
+             zip(items.head(8).itertuples(), tags["tag_text"].head(8), paths[:8])]
+    return Output(tags, metadata={**dataset_metadata(dataset.version()), "items": len(tags),
+                                  "mean_tags_per_item": round(float(tags["tag_names"].map(len).mean()), 2),
+                                  "detector": "configured" if object_detector is not None else "none",
+                                  **{k: round(v, 4) for k, v in quality.items()},
+                                  "thumbnails": gallery(shown), "preview": table_preview(tags[["item_id", "tag_text"]])})
+
+
+@asset(group_name=GROUP, description="Milvus collection of item vectors + tags/category (switched by alias), "
+                                     "and the exact in-memory snapshot that serving searches.")
+def item_index(context: AssetExecutionContext, dataset: DatasetResource, vector_index: VectorIndexResource,
+               image_embeddings: pd.DataFrame, semantic_tags: pd.DataFrame,
+               item_catalogue: pd.DataFrame) -> Output[pd.DataFrame]:
+    store = open_store(dataset, image_embeddings["encoder_id"].iloc[0])
+    ids, features, _, _ = store.load(item_catalogue["item_id"])
+    items = item_catalogue.set_index("item_id").loc[ids]
+    tags = semantic_tags.set_index("item_id").reindex(ids)
+    categories = tags["top_category"].fillna("").tolist()
+    tag_lists = [list(t) if t is not None else [] for t in tags["tag_names"]]
+    with vector_index.open(dataset.name) as index:
+        collection = index.build(ids, features, categories, tag_lists, items["title"].fillna("").tolist())
+        count = index.count()
+    snapshot = ExactIndex(ids, features, categories, tag_lists)
+    snapshot_path = snapshot.save(Path(embeddings_root(dataset)).parent / "item_index.npz")
+    examples = list(ids[: 3])
+    rows = []
+    for item_id in examples:
+        neighbours = snapshot.similar_items(item_id, k=4)
+        cells = [(f"query {item_id}", thumbnail_data_uri(dataset.dataset.image_file(items.loc[item_id, "image_path"])))]
+        cells += [(f"{n} ({s:.2f})", thumbnail_data_uri(dataset.dataset.image_file(items.loc[n, "image_path"])))
+                  for n, s in neighbours]
+        rows.extend(cells)
+    frame = pd.DataFrame({"item_id": ids, "category": categories, "collection": collection})
+    return Output(frame, metadata={**dataset_metadata(dataset.version()), "collection": collection,
+                                   "indexed": count, "snapshot": str(snapshot_path),
+                                   "nearest_neighbours": gallery(rows)})
