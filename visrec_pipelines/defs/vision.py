@@ -140,7 +140,7 @@ def item_index(context: AssetExecutionContext, dataset: DatasetResource, vector_
     with vector_index.open(dataset.name) as index:
         collection = index.build(ids, features, categories, tag_lists, items["title"].fillna("").tolist())
         count = index.count()
-    snapshot = ExactIndex(ids, features, categories, tag_lists)
+    snapshot = ExactIndex(ids, features, categories, tag_lists, source=collection)
     snapshot_path = snapshot.save(Path(embeddings_root(dataset)).parent / "item_index.npz")
     examples = list(ids[: 3])
     rows = []
