@@ -1,0 +1,85 @@
+"""The MLflow gate: a worse model never becomes champion; a better one does; rollback restores."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from visrec_pipelines import promotion
+from visrec_pipelines.recsys.base import Ranker
+from visrec_pipelines.recsys.bundle import RankerBundle
+from visrec_pipelines.recsys.metrics import evaluate
+from visrec_pipelines.recsys.models.mostpop import MostPop
+from visrec_pipelines.recsys.split import make_split
+
+
+class AntiPop(Ranker):
+    """Deliberately bad: recommends the least popular items."""
+    name = "antipop"
+
+    def fit(self, data, validation=None):
+        self.seen = data.matrix()
+        self.popularity = np.bincount(data.items, minlength=data.n_items).astype(np.float32)
+        return self
+
+    def score(self, users):
+        return np.broadcast_to(-self.popularity, (len(users), len(self.popularity))).copy()
+
+
+@pytest.fixture
+def split():
+    rng = np.random.default_rng(0)
+    items = [f"i{k}" for k in range(30)]
+    weights = np.linspace(3, 0.1, 30) / np.linspace(3, 0.1, 30).sum()   # a popularity skew
+    rows = [{"user_id": f"u{u}", "item_id": items[rng.choice(30, p=weights)], "event_type": "click",
+             "value": 1.0, "timestamp": pd.Timestamp("2025-01-01", tz="UTC") + pd.Timedelta(minutes=n)}
+            for u in range(40) for n in range(12)]
+    return make_split(pd.DataFrame(rows), items)
+
+
+def register(split, ranker, dataset="gate"):
+    ranker.fit(split.train)
+    metrics = evaluate(ranker, split)
+    bundle = RankerBundle.from_training(ranker, split.train)
+    run_id, version = promotion.log_ranker(bundle, ranker.name, dataset, metrics, {}, {})
+    return metrics, run_id, version
+
+
+def gate(split, metrics, run_id, version, dataset="gate"):
+    return promotion.run_gate(dataset, version, run_id, metrics, split, margin=0.01)[0]
+
+
+def test_gate_and_rollback(isolated_env, split):
+    first = register(split, MostPop())
+    assert gate(split, *first).promote                      # no champion yet
+    assert str(promotion.current_champion("gate").version) == first[2]
+
+    worse = register(split, AntiPop())
+    decision = gate(split, *worse)
+    assert not decision.promote and "does not beat" in decision.reasons[0]
+    assert str(promotion.current_champion("gate").version) == first[2]   # a worse model never wins
+
+    better = register(split, MostPop())                       # equal is not better either
+    assert not gate(split, *better).promote
+
+    bundle = promotion.load_bundle("gate", first[2])          # scores users with no training data
+    recs = bundle.recommend(["u1", "stranger"], k=5)
+    assert len(recs) == 10 and recs.loc[recs.user_id == "stranger", "known_user"].eq(False).all()
+
+
+def test_rollback_restores_previous(isolated_env, split):
+    first = register(split, AntiPop(), dataset="rb")
+    assert gate(split, *first, dataset="rb").promote
+    second = register(split, MostPop(), dataset="rb")
+    assert gate(split, *second, dataset="rb").promote
+    assert str(promotion.current_champion("rb").version) == second[2]
+    assert promotion.rollback("rb") == first[2]
+    assert str(promotion.current_champion("rb").version) == first[2]
+    with pytest.raises(RuntimeError, match="no previous champion"):
+        promotion.rollback("rb")
+
+
+def test_decide_rules():
+    champion = {"ndcg@20": 0.10, "cold_recall@20": 0.05}
+    assert promotion.decide({"ndcg@20": 0.12, "cold_recall@20": 0.05}, champion, margin=0.1).promote
+    assert not promotion.decide({"ndcg@20": 0.105, "cold_recall@20": 0.05}, champion, margin=0.1).promote
+    dropped = promotion.decide({"ndcg@20": 0.2, "cold_recall@20": 0.01}, champion, cold_tolerance=0.01)
+    assert not dropped.promote and "Cold Recall" in dropped.reasons[-1]
