@@ -19,6 +19,7 @@ from torch import nn
 
 MULTI_SEPARATOR = "|"
 IGNORED_LABELS = {"", "(no genres listed)"}
+MULTI_LABEL_THRESHOLD = 0.3  # the same bar semantic_tags applies (TagConfig.min_confidence)
 RESERVED_COLUMNS = {"item_id", "image_path", "title", "added_at", "width", "height", "sha256"}
 
 
@@ -111,9 +112,9 @@ def train_head(features: np.ndarray, items: pd.DataFrame, group: LabelGroup, epo
     model = _mlp(features.shape[1], hidden, len(group.labels))
     x_train, y_train = torch.from_numpy(features[train]), torch.from_numpy(y[train])
     if group.multi_label:
-        positive_weight = ((1 - y_train.mean(0)) / y_train.mean(0).clamp(min=1e-3)).clamp(max=20)
-        loss_fn = nn.BCEWithLogitsLoss(pos_weight=positive_weight)
-        target = y_train
+        # Unweighted: calibrated probabilities, so one threshold reads as "likely" for every label
+        # (a positive weight per label doubled recall but cut tag precision to ~0.26 on posters).
+        loss_fn, target = nn.BCEWithLogitsLoss(), y_train
     else:
         loss_fn, target = nn.CrossEntropyLoss(), y_train.argmax(1)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
@@ -136,7 +137,7 @@ def train_head(features: np.ndarray, items: pd.DataFrame, group: LabelGroup, epo
 def evaluate(head: TrainedHead, features: np.ndarray, y: np.ndarray) -> tuple[dict, pd.DataFrame]:
     probs = head.predict(features)
     if head.group.multi_label:
-        predicted = (probs >= 0.5).astype(np.float32)
+        predicted = (probs >= MULTI_LABEL_THRESHOLD).astype(np.float32)
     else:
         predicted = np.eye(len(head.group.labels), dtype=np.float32)[probs.argmax(1)]
     tp = (predicted * y).sum(0)

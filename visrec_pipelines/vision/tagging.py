@@ -58,8 +58,8 @@ def tag_quality(tags: pd.DataFrame, catalogue: pd.DataFrame, multi_label_columns
         subset = merged[held_out & merged[column].notna().to_numpy()]
         labels, hits, predicted_total, true_total = _all_labels(catalogue[column]), 0, 0, 0
         for truth_text, names in zip(subset[column], subset["tag_names"]):
-            truth = {g for g in str(truth_text).split(MULTI_SEPARATOR) if g not in IGNORED_LABELS}
-            predicted = set(names) & labels
+            truth = {g.lower() for g in str(truth_text).split(MULTI_SEPARATOR) if g not in IGNORED_LABELS}
+            predicted = {n.lower() for n in names} & labels
             hits += len(truth & predicted)
             predicted_total += len(predicted)
             true_total += len(truth)
@@ -69,7 +69,7 @@ def tag_quality(tags: pd.DataFrame, catalogue: pd.DataFrame, multi_label_columns
 
 
 def _all_labels(values: pd.Series) -> set[str]:
-    return set(values.dropna().str.split(MULTI_SEPARATOR).explode()) - IGNORED_LABELS
+    return {v.lower() for v in set(values.dropna().str.split(MULTI_SEPARATOR).explode()) - IGNORED_LABELS}
 
 
 def detector_tag_lists(detector, image_paths: list[str], batch_size: int = 8,
