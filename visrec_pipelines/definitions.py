@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from .defs import behaviour, catalogue, vision
+from .defs import behaviour, catalogue, rankers, vision
 from .resources import default_resources
 
-DOMAINS = [catalogue, behaviour, vision]
+DOMAINS = [catalogue, behaviour, vision, rankers]
 
 
 def build_definitions(dataset: str | None = None) -> Definitions:

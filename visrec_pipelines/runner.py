@@ -45,16 +45,26 @@ def run_pipeline(dataset_name: str, echo: Callable[[str], None] = print) -> bool
                                         raise_on_error=False)
     for line in summarise(result):
         echo(line)
-    echo(f"{'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - started:.1f}s "
-         f"(run {result.run_id})")
-    return result.success
+    ok = result.success or only_the_gate_said_no(result)
+    if ok and not result.success:
+        echo("the challenger did not beat the champion: the champion keeps serving (see champion_ranker)")
+    echo(f"{'succeeded' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s (run {result.run_id})")
+    return ok
+
+
+def only_the_gate_said_no(result) -> bool:
+    """A rejected challenger is the gate working, not the pipeline failing."""
+    failed_steps = {e.step_key for e in result.all_events if e.is_step_failure}
+    gate = [e for e in result.get_asset_check_evaluations() if e.check_name == "promotion_gate"]
+    return failed_steps == {"champion_ranker"} and bool(gate) and not gate[0].passed
 
 
 SUMMARY_KEYS = ("rows", "rows_in", "images_in", "items_in", "accepted", "quarantined",
                 "catalogue_items", "excluded", "embedded_now", "unchanged", "removed", "failures",
                 "images_per_second", "runtime", "label_groups", "colour_accuracy", "category_accuracy",
                 "genres_precision", "genres_recall", "mean_tags_per_item", "indexed", "collection",
-                "mlflow_run_id", "dataset_version")
+                "mlflow_run_id", "train_seconds", "best", "challenger", "compared_with", "promoted",
+                "champion_version", "dataset_version")
 
 
 def summarise(result) -> list[str]:
@@ -64,6 +74,8 @@ def summarise(result) -> list[str]:
         shown = {k: v.value for k, v in materialization.metadata.items() if k in SUMMARY_KEYS}
         lines.append(f"  {materialization.asset_key.to_user_string():<20} "
                      + ", ".join(f"{k}={v}" for k, v in shown.items()))
+        if materialization.asset_key.to_user_string() == "ranker_evaluation":
+            lines += ["    " + row for row in materialization.metadata["metrics"].value.splitlines()]
     for event in result.get_asset_check_evaluations():
         if not event.passed:
             lines.append(f"  check {event.asset_key.to_user_string()}:{event.check_name} "

@@ -1,4 +1,5 @@
-"""Vision half of the graph on a small demo shop: embeddings (incremental), heads, tags, index."""
+"""The main job on a small demo shop: vision (incremental embeddings, heads, tags, index), rankers,
+evaluation and the promotion gate."""
 import shutil
 
 import pandas as pd
@@ -7,7 +8,9 @@ from dagster import AssetKey, DagsterInstance
 
 from visrec_pipelines.data.contract import write_table
 from visrec_pipelines.data.demo import generate_demo
+from visrec_pipelines import promotion
 from visrec_pipelines.index.exact import ExactIndex
+from visrec_pipelines.recsys import zoo
 from visrec_pipelines.runner import run_pipeline
 from visrec_pipelines.tracking import configure
 from visrec_pipelines.vision.tags import tags_from_json
@@ -56,6 +59,20 @@ def test_heads_are_an_mlflow_run_with_held_out_metrics(shop):
     assert run.data.metrics["colour.accuracy"] > 0.5
     assert "category.dress.recall" in run.data.metrics
     assert run.data.tags["dataset_version"] == latest("item_catalogue")["dataset_version"]
+
+
+def test_every_ranker_is_evaluated_and_the_best_becomes_champion(shop):
+    root, _, _ = shop
+    table = pd.read_parquet(root / "warehouse" / "demo" / "ranker_evaluation.parquet")
+    assert set(table["ranker"]) == set(zoo.names())
+    assert table["ndcg@20"].between(0, 1).all() and table["model_version"].notna().all()
+    gate = latest("champion_ranker")
+    assert gate["promoted"] is True and gate["compared_with"] == "none"
+    champion = promotion.current_champion("demo")
+    assert champion.tags["ranker"] == table["ranker"].iloc[0]
+    assert "Promotion gate" in champion.description
+    ndcg = table.set_index("ranker")["ndcg@20"]
+    assert max(ndcg["vbpr"], ndcg["visual_knn"]) > ndcg["bpr"]   # shoppers here follow visual taste
 
 
 def test_incremental_embedding(shop):

@@ -1,0 +1,100 @@
+"""Ranker assets: the evaluation split, one asset per ranker, the evaluation table and the gate."""
+import math
+
+import pandas as pd
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetIn,
+                     Config, MetadataValue, Output, asset)
+
+from .. import promotion
+from ..recsys import zoo
+from ..recsys.bundle import RankerBundle
+from ..recsys.metrics import evaluate
+from ..recsys.split import PROTOCOL_NAME, make_split
+from ..resources import DatasetResource
+from .metadata import dataset_metadata, table_preview
+from .vision import aligned_features
+
+GROUP = "rankers"
+GATE = "promotion_gate"
+
+
+@asset(group_name=GROUP, description="Positives, catalogue and per-user chronological 80/20 split "
+                                     "(../shared/docs/evaluation.md), with a validation slice carved from train.")
+def interaction_split(dataset: DatasetResource, behaviour_events: pd.DataFrame, item_catalogue: pd.DataFrame,
+                      image_embeddings: pd.DataFrame):
+    ids, features = aligned_features(dataset, image_embeddings, item_catalogue["item_id"])
+    split = make_split(behaviour_events, ids).with_item_features(features)
+    return Output(split, metadata={**dataset_metadata(dataset.version()), "protocol": PROTOCOL_NAME,
+                                   "parameters": MetadataValue.json(split.protocol),
+                                   "report": MetadataValue.json({k: _plain(v) for k, v in split.report.items()}),
+                                   "train_users": int(split.train.n_users), "catalogue_items": int(split.train.n_items)})
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def ranker_asset(name: str):
+    @asset(name=f"ranker_{name}", group_name=GROUP, description=f"The {name} ranker trained under the protocol.")
+    def _train(context: AssetExecutionContext, interaction_split):
+        trained = zoo.train(name, interaction_split, progress=False)
+        bundle = RankerBundle.from_training(trained.ranker, interaction_split.train)
+        return Output({"name": name, "bundle": bundle, "train_seconds": trained.train_seconds,
+                       "params": trained.params},
+                      metadata={"train_seconds": round(trained.train_seconds, 2),
+                                "params": MetadataValue.json({k: _plain(v) if not isinstance(v, tuple) else list(v)
+                                                              for k, v in trained.params.items()})})
+    return _train
+
+
+RANKER_ASSETS = [ranker_asset(name) for name in zoo.names()]
+
+
+@asset(group_name=GROUP, ins={f"ranker_{n}": AssetIn() for n in zoo.names()},
+       description="Every ranker scored by our metric code on the test split; each an MLflow run and a "
+                   "registered pyfunc version.")
+def ranker_evaluation(context: AssetExecutionContext, dataset: DatasetResource, interaction_split,
+                      image_embeddings: pd.DataFrame, **rankers) -> Output[pd.DataFrame]:
+    version = dataset.version()
+    rows = []
+    for key, trained in rankers.items():
+        metrics = evaluate(trained["bundle"].ranker, interaction_split)
+        tags = {"dataset_version": version["version"], "dagster_run_id": context.run_id,
+                "encoder_id": image_embeddings["encoder_id"].iloc[0], "protocol": PROTOCOL_NAME}
+        run_id, model_version = promotion.log_ranker(
+            trained["bundle"], trained["name"], dataset.name, {**metrics, "train_seconds": trained["train_seconds"]},
+            {k: str(v) for k, v in trained["params"].items()}, tags)
+        rows.append({"ranker": trained["name"], **{k: metrics[k] for k in promotion.GATE_METRICS},
+                     "train_s": trained["train_seconds"], "mlflow_run_id": run_id, "model_version": model_version})
+    table = pd.DataFrame(rows).sort_values("ndcg@20", ascending=False).reset_index(drop=True)
+    shown = table.drop(columns=["mlflow_run_id"]).round(4)
+    return Output(table, metadata={**dataset_metadata(version), "protocol": PROTOCOL_NAME,
+                                   "test_users": int(interaction_split.test.matrix().getnnz(axis=1).astype(bool).sum()),
+                                   "best": table["ranker"].iloc[0], "metrics": table_preview(shown, rows=len(shown))})
+
+
+class GateConfig(Config):
+    ndcg_margin: float = 0.0          # relative: the challenger must beat champion NDCG@20 × (1 + margin)
+    cold_recall_tolerance: float = 0.01
+
+
+@asset(group_name=GROUP, check_specs=[AssetCheckSpec(GATE, asset="champion_ranker", blocking=True,
+                                                     description="The challenger becomes champion only by beating it.")],
+       description="The best ranker of this run challenges the MLflow champion; the decision is attached to its version.")
+def champion_ranker(context: AssetExecutionContext, config: GateConfig, dataset: DatasetResource,
+                    ranker_evaluation: pd.DataFrame, interaction_split):
+    best = ranker_evaluation.iloc[0]
+    metrics = {m: float(best[m]) for m in promotion.GATE_METRICS}
+    decision, compared_with = promotion.run_gate(
+        dataset.name, str(best["model_version"]), best["mlflow_run_id"], metrics, interaction_split,
+        margin=config.ndcg_margin, cold_tolerance=config.cold_recall_tolerance)
+    champion = promotion.current_champion(dataset.name)
+    table = decision.table.assign(challenger_ranker=best["ranker"])
+    yield Output(table, metadata={"challenger": f"{best['ranker']} v{best['model_version']}",
+                                  "compared_with": compared_with or "none", "promoted": decision.promote,
+                                  "champion_version": str(champion.version) if champion else "none",
+                                  "decision": decision.summary(), "table": table_preview(table.round(4))})
+    yield AssetCheckResult(check_name=GATE, passed=decision.promote, severity=AssetCheckSeverity.ERROR,
+                           metadata={"decision": decision.summary(),
+                                     "ndcg_delta": float(0 if math.isnan(decision.table["delta"].iloc[0])
+                                                         else decision.table["delta"].iloc[0])})

@@ -1,0 +1,114 @@
+"""Offline metrics of ../shared/docs/evaluation.md — our own code, used for every ranker and peer.
+
+For each test user, every catalogue item except the user's train positives is ranked (ties broken
+by the lower item index). Metrics are averaged over test users (users with >= 1 test positive):
+
+- recall@k     hits in the top k / the user's test positives
+- ndcg@k       binary gains, 1/log2(rank + 1) discount; the ideal has min(|test|, k) hits
+- precision@k  hits / k
+- auc          over all non-train items: the fraction of (test positive, other candidate) pairs
+               ordered correctly, ties counting 0.5 (exact, from mid-ranks: Mann-Whitney U)
+- coverage@k   distinct items in all top-k lists / catalogue size (one number, not averaged)
+- cold_recall@k  recall over the user's COLD test positives only (items with no train interaction
+               at all); averaged over the users that have >= 1 cold test positive, NaN if none do
+
+Users are scored ``batch_users`` at a time, so memory stays O(batch_users × n_items).
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.stats import rankdata
+
+from .base import Ranker
+
+
+def evaluate(ranker: Ranker, split, k: int = 20, batch_users: int = 256, with_auc: bool = True) -> dict:
+    """``split``: anything with ``train`` and ``test`` TrainData (a ``Split``, or ``split.for_tuning()``).
+    ``with_auc=False`` skips the AUC (a full sort per user), e.g. for early stopping."""
+    train, test = split.train.matrix(), split.test.matrix()
+    n_items = train.shape[1]
+    cold = np.asarray(train.sum(axis=0)).ravel() == 0
+    test_users = np.flatnonzero(np.diff(test.indptr) > 0)
+    sums = dict.fromkeys(("recall", "ndcg", "precision", "auc"), 0.0)
+    cold_recall_sum, cold_users = 0.0, 0
+    recommended = np.zeros(n_items, dtype=bool)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discounts)
+
+    for start in range(0, len(test_users), batch_users):
+        users = test_users[start:start + batch_users]
+        scores = _masked_scores(ranker, users, train)
+        top = _top_k(scores, k)
+        recommended[top.ravel()] = True
+        relevant = test[users]
+        hits = _lookup(relevant, top)                                   # (b, k) bool
+        n_relevant = np.diff(relevant.indptr)
+        sums["recall"] += (hits.sum(1) / n_relevant).sum()
+        sums["precision"] += (hits.sum(1) / k).sum()
+        sums["ndcg"] += ((hits @ discounts) / ideal[np.minimum(n_relevant, k) - 1]).sum()
+        if with_auc:
+            sums["auc"] += _auc(scores, relevant, np.diff(train[users].indptr)).sum()
+
+        relevant_cold = sp.csr_matrix(relevant.multiply(cold[None, :]))
+        relevant_cold.eliminate_zeros()
+        n_cold = np.diff(relevant_cold.indptr)
+        has_cold = n_cold > 0
+        cold_hits = _lookup(relevant_cold, top).sum(1)
+        cold_recall_sum += (cold_hits[has_cold] / n_cold[has_cold]).sum()
+        cold_users += int(has_cold.sum())
+
+    n = len(test_users)
+    return {f"recall@{k}": sums["recall"] / n, f"ndcg@{k}": sums["ndcg"] / n,
+            f"precision@{k}": sums["precision"] / n, "auc": sums["auc"] / n if with_auc else float("nan"),
+            f"coverage@{k}": recommended.sum() / n_items,
+            f"cold_recall@{k}": cold_recall_sum / cold_users if cold_users else float("nan"),
+            "users": n, "cold_users": cold_users}
+
+
+def _masked_scores(ranker: Ranker, users: np.ndarray, train: sp.csr_matrix) -> np.ndarray:
+    """Scores with the user's train positives at -inf (below every finite candidate score)."""
+    scores = np.asarray(ranker.score(users), dtype=np.float64)
+    big = np.finfo(np.float64).max
+    scores = np.nan_to_num(scores, nan=-big, posinf=big, neginf=-big)   # keep candidates finite
+    rows = train[users]
+    scores[np.repeat(np.arange(len(users)), np.diff(rows.indptr)), rows.indices] = -np.inf
+    return scores
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """(b, k) item indices, best first; ties go to the lower item index.
+
+    Same result as a stable full argsort, in O(n) per row: everything above the k-th largest score
+    is in, then the lowest-indexed items tied with it fill the remaining places."""
+    k = min(k, scores.shape[1])
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
+    above = scores > kth
+    tied = scores == kth
+    room = k - above.sum(axis=1, keepdims=True)
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= room))
+    top = np.nonzero(chosen)[1].reshape(len(scores), k)               # ascending item index
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
+def _lookup(relevant: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
+    """(b, k) bool: is items[r, c] among row r's relevant items?"""
+    rows = np.repeat(np.arange(items.shape[0]), items.shape[1])
+    return np.asarray(relevant[rows, items.ravel()]).reshape(items.shape) > 0
+
+
+def _auc(scores: np.ndarray, relevant: sp.csr_matrix, n_train: np.ndarray) -> np.ndarray:
+    """Per-user AUC over candidates (non-train items) via mid-ranks.
+
+    Train items sit at -inf, so they occupy ranks 1..n_train; a candidate's rank among candidates
+    is its overall mid-rank minus n_train. U = sum of positives' ranks - P(P+1)/2 counts correctly
+    ordered (positive, negative) pairs with ties as 0.5."""
+    ranks = rankdata(scores, method="average", axis=1)
+    rows = np.repeat(np.arange(len(n_train)), np.diff(relevant.indptr))
+    positive_ranks = ranks[rows, relevant.indices] - n_train[rows]
+    n_pos = np.diff(relevant.indptr).astype(np.float64)
+    n_neg = scores.shape[1] - n_train - n_pos
+    u = np.bincount(rows, weights=positive_ranks, minlength=len(n_train)) - n_pos * (n_pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_neg > 0, u / (n_pos * n_neg), 0.5)
