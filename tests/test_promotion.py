@@ -83,3 +83,18 @@ def test_decide_rules():
     assert not promotion.decide({"ndcg@20": 0.105, "cold_recall@20": 0.05}, champion, margin=0.1).promote
     dropped = promotion.decide({"ndcg@20": 0.2, "cold_recall@20": 0.01}, champion, cold_tolerance=0.01)
     assert not dropped.promote and "Cold Recall" in dropped.reasons[-1]
+
+
+def test_cli_rollback(isolated_env, split):
+    from click.testing import CliRunner
+
+    from visrec_pipelines.cli import main
+
+    first = register(split, AntiPop(), dataset="cli")
+    gate(split, *first, dataset="cli")
+    second = register(split, MostPop(), dataset="cli")
+    gate(split, *second, dataset="cli")
+    status = CliRunner().invoke(main, ["promote", "--dataset", "cli"])
+    assert f"champion = version {second[2]}" in status.output
+    rolled = CliRunner().invoke(main, ["promote", "--dataset", "cli", "--rollback"])
+    assert rolled.exit_code == 0 and f"rolled back to version {first[2]}" in rolled.output

@@ -104,6 +104,26 @@ def embed(dataset_name, shard, encoder_name, weights_path, runtime, workers) -> 
                f"({report.images_per_second:.1f} img/s)")
 
 
+@main.command("promote")
+@click.option("--dataset", "dataset_name", default=None, help="default: $VISREC_DATASET or demo")
+@click.option("--rollback", is_flag=True, help="restore the previous champion")
+def promote(dataset_name: str | None, rollback: bool) -> None:
+    """Show the champion ranker and its history, or roll back to the previous champion."""
+    from . import promotion
+
+    name = dataset_name or settings.dataset_name()
+    if rollback:
+        version = promotion.rollback(name)
+        click.echo(f"{promotion.model_name(name)}: champion rolled back to version {version}")
+    champion = promotion.current_champion(name)
+    if champion is None:
+        click.echo(f"{promotion.model_name(name)} has no champion yet (run `visrec run` first)")
+        return
+    click.echo(f"{promotion.model_name(name)}: champion = version {champion.version} "
+               f"({champion.tags.get('ranker', '?')}, ndcg@20 {champion.tags.get('ndcg_at_20', '?')}); "
+               f"history {promotion.history(name)}")
+
+
 @main.command("run")
 @click.option("--dataset", "dataset_name", default=None, help="default: $VISREC_DATASET or demo")
 def run(dataset_name: str | None) -> None:
