@@ -41,3 +41,4 @@ def test_import_folder_then_run(isolated_env, tmp_path):
     ran = runner.invoke(main, ["run", "--dataset", "shop"])
     assert ran.exit_code == 0, ran.output
     assert len(pd.read_parquet(isolated_env / "warehouse" / "shop" / "behaviour_events.parquet")) == 3
+    assert "rankers skipped" in ran.output   # three events teach no ranker: said, not crashed

@@ -128,10 +128,10 @@ WRITER = textwrap.dedent("""
 
 
 def test_two_shard_writers_share_one_store(tmp_path):
+    store = EmbeddingStore(tmp_path, "test:1")  # opened before anything was written
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(shard)])
                for shard in (0, 1)]
     assert [w.wait(timeout=60) for w in writers] == [0, 0]
-    store = EmbeddingStore(tmp_path, "test:1")
     ids, features, top_classes, _ = store.load()
     assert list(ids) == [f"item{i:03d}" for i in range(60)] and top_classes is None
     assert all(features[k, 0] == shard_of(i, 2) for k, i in enumerate(ids))
@@ -139,8 +139,18 @@ def test_two_shard_writers_share_one_store(tmp_path):
     plans = [store.plan(catalogue, shard=(s, 2)) for s in (0, 1)]
     assert sum(p.unchanged for p in plans) == 60 and all(p.to_remove == [] for p in plans)
     assert [list(p.to_embed["item_id"]) for p in plans][shard_of("new", 2)] == ["new"]
+    store.remove(["item000"])
     store.compact()
-    assert len(store) == 60
+    assert len(store) == 59 and store.dim == 8
+
+
+def test_a_failed_run_publishes_no_partial_chunk(tmp_path):
+    store = EmbeddingStore(tmp_path, "test:1")
+    with pytest.raises(KeyboardInterrupt):
+        with store.writer() as writer:
+            writer.write(_batch(["a", "b"]))
+            raise KeyboardInterrupt
+    assert len(store) == 0 and not list(store.chunks_dir.iterdir())
 
 
 def test_shards_are_stable_and_balanced():

@@ -1,5 +1,6 @@
 """Encoders: identity, runtimes that agree, sane outputs, user-supplied backbones, streaming."""
 import hashlib
+import itertools
 import shutil
 
 import numpy as np
@@ -145,6 +146,10 @@ def test_failed_export_falls_back_to_torch(tmp_path, monkeypatch):
         encoder = build_encoder("resnet18", weights_path=weights, cache_dir=tmp_path, **SMALL)
     assert encoder.runtime == "torch" and not list((tmp_path / "encoders").glob("*"))
     assert encoder.encode(np.zeros((1, 3, 64, 64), np.float32)).features.shape == (1, 512)
+    for i in range(5):
+        Image.fromarray(np.full((80, 90, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    batches = list(embed_images([(str(i), tmp_path / f"{i}.png") for i in range(5)], encoder, batch_size=3))
+    assert [len(b) for b in batches] == [3, 2] and batches[0].features.shape == (3, 512)
 
 
 def test_embed_images_streams_batches_and_reports_bad_images(lite, demo, tmp_path):
@@ -157,15 +162,17 @@ def test_embed_images_streams_batches_and_reports_bad_images(lite, demo, tmp_pat
                           ("cut", tmp_path / "cut.jpg")] + good[5:]
     pulled = []
 
-    def lazily():
-        for record in records:
-            pulled.append(record[0])
-            yield record
+    def endless():
+        for n in itertools.count():
+            pulled.append(n)
+            yield f"copy{n}", good[n % len(good)][1]
 
-    stream = embed_images(lazily(), lite, batch_size=4, workers=1)
-    first = next(stream)
-    assert len(pulled) <= 4 * 3  # only the prefetch window was read, not the whole catalogue
-    batches = [first, *stream]
+    stream = embed_images(endless(), lite, batch_size=4)
+    assert len(next(stream)) == 4
+    stream.close()
+    assert len(pulled) < 100  # only a small prefetch window was read, not the whole "catalogue"
+
+    batches = list(embed_images(records, lite, batch_size=4))
     assert len(batches) == 4 and all(len(b) + len(b.failures) == 4 for b in batches[:-1])
     assert [i for b in batches for i in b.item_ids] == [i for i, _ in good]
     assert {(f.item_id, f.reason) for b in batches for f in b.failures} == {

@@ -16,15 +16,27 @@ from .vision import aligned_features
 
 GROUP = "rankers"
 GATE = "promotion_gate"
+ENOUGH = "enough_interactions"
 
 
-@asset(group_name=GROUP, description="Positives, catalogue and per-user chronological 80/20 split "
-                                     "(../shared/docs/evaluation.md), with a validation slice carved from train.")
-def interaction_split(dataset: DatasetResource, behaviour_events: pd.DataFrame, item_catalogue: pd.DataFrame,
-                      image_embeddings: pd.DataFrame):
+class SplitConfig(Config):
+    min_positives: int = 5       # users with fewer positives are left out (evaluation.md)
+    min_test_users: int = 10     # fewer, and there is nothing to learn or measure: rankers are skipped
+
+
+@asset(group_name=GROUP, check_specs=[AssetCheckSpec(ENOUGH, asset="interaction_split", blocking=True,
+                                                     description="Rankers need enough users with positives.")],
+       description="Positives, catalogue and per-user chronological 80/20 split "
+                   "(../shared/docs/evaluation.md), with a validation slice carved from train.")
+def interaction_split(config: SplitConfig, dataset: DatasetResource, behaviour_events: pd.DataFrame,
+                      item_catalogue: pd.DataFrame, image_embeddings: pd.DataFrame):
     ids, features = aligned_features(dataset, image_embeddings, item_catalogue["item_id"])
-    split = make_split(behaviour_events, ids).with_item_features(features)
-    return Output(split, metadata={**dataset_metadata(dataset.version()), "protocol": PROTOCOL_NAME,
+    split = make_split(behaviour_events, ids, min_positives=config.min_positives).with_item_features(features)
+    test_users = int((split.test.matrix().getnnz(axis=1) > 0).sum())
+    yield AssetCheckResult(check_name=ENOUGH, passed=test_users >= config.min_test_users,
+                           severity=AssetCheckSeverity.ERROR,
+                           metadata={"test_users": test_users, "required": config.min_test_users})
+    yield Output(split, metadata={"test_users": test_users, **dataset_metadata(dataset.version()), "protocol": PROTOCOL_NAME,
                                    "parameters": MetadataValue.json(split.protocol),
                                    "report": MetadataValue.json({k: _plain(v) for k, v in split.report.items()}),
                                    "train_users": int(split.train.n_users), "catalogue_items": int(split.train.n_items)})

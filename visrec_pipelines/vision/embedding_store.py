@@ -83,13 +83,13 @@ class EmbeddingStore:
                                              batch.top_classes, batch.top_probs))
 
     def writer(self, rows_per_chunk: int = 8192) -> ChunkWriter:
-        """Buffers batches into fewer, larger chunks: `with store.writer() as w: w.write(batch)`."""
+        """Fewer, larger chunks than write(): `with store.writer() as w: w.write(batch)`."""
         return ChunkWriter(self, rows_per_chunk)
 
     def remove(self, item_ids) -> Path | None:
         item_ids = [str(i) for i in item_ids]
-        if not item_ids or self.dim is None:
-            return None  # nothing was ever stored
+        if not item_ids:
+            return None
         n = len(item_ids)
         table = pa.table({"item_id": item_ids, "sha256": pa.nulls(n, pa.string()),
                           "removed": np.ones(n, bool), "embedding": pa.nulls(n, _list(pa.float32(), self.dim)),
@@ -139,6 +139,8 @@ class EmbeddingStore:
 
     @property
     def dim(self) -> int | None:
+        if self.manifest.get("dim") is None:  # another writer may have stored vectors since
+            self.manifest = json.loads((self.path / "manifest.json").read_text())
         return self.manifest.get("dim")
 
     # --- internals -----------------------------------------------------------------------------
@@ -191,6 +193,9 @@ class EmbeddingStore:
     def _write_table(self, table: pa.Table) -> Path:
         tmp = self.chunks_dir / f".{uuid.uuid4().hex}.tmp"
         pq.write_table(table, tmp)
+        return self._publish(tmp)
+
+    def _publish(self, tmp: Path) -> Path:
         # Named at rename time from a per-process monotonic clock: later chunks sort later.
         self._last_ns = max(time.time_ns(), self._last_ns + 1)
         target = self.chunks_dir / f"{self._last_ns:020d}-{uuid.uuid4().hex[:12]}.parquet"
@@ -226,37 +231,42 @@ class EmbeddingStore:
 
 
 class ChunkWriter:
-    """Collects EmbeddingBatches and writes them as chunks of ~rows_per_chunk rows."""
+    """Streams batches into one open chunk file (a row group each, so memory holds one batch)
+    and publishes it by atomic rename every `rows_per_chunk` rows and on exit."""
 
     def __init__(self, store: EmbeddingStore, rows_per_chunk: int):
         self.store, self.rows_per_chunk = store, rows_per_chunk
-        self._pending, self._rows, self.written = [], 0, 0
+        self._file, self._tmp, self._rows, self.written = None, None, 0, 0
 
     def write(self, batch) -> None:
-        if len(batch.item_ids):
-            self._pending.append(batch)
-            self._rows += len(batch.item_ids)
+        if not len(batch.item_ids):
+            return
+        self.store._remember_dim(batch.features.shape[1])
+        if self._file is None:
+            self._tmp = self.store.chunks_dir / f".{uuid.uuid4().hex}.tmp"
+            self._file = pq.ParquetWriter(self._tmp, self.store._schema())
+        self._file.write_table(self.store._table(batch.item_ids, batch.sha256, batch.features,
+                                                 batch.top_classes, batch.top_probs))
+        self._rows += len(batch.item_ids)
         if self._rows >= self.rows_per_chunk:
             self.flush()
 
     def flush(self) -> None:
-        if not self._pending:
-            return
-        parts = self._pending
-        joined = lambda name: None if getattr(parts[0], name) is None else np.concatenate(
-            [getattr(p, name) for p in parts])
-        self.store._remember_dim(parts[0].features.shape[1])
-        self.store._write_table(self.store._table(
-            [i for p in parts for i in p.item_ids], [s for p in parts for s in p.sha256],
-            joined("features"), joined("top_classes"), joined("top_probs")))
-        self.written += self._rows
-        self._pending, self._rows = [], 0
+        if self._file is not None:
+            self._file.close()
+            self.store._publish(self._tmp)
+            self.written += self._rows
+            self._file, self._rows = None, 0
 
     def __enter__(self) -> ChunkWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.flush()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.flush()
+        elif self._file is not None:  # a failed run publishes nothing half-done
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
 
 
 def _list(dtype, size) -> pa.DataType:

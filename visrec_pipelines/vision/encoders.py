@@ -4,18 +4,24 @@ An encoder's identity (`encoder_id`) is its model name + a fingerprint of its we
 preprocessing and the feature definition. The runtime (onnxruntime or torch) is not part of it:
 an exported graph is only used after it was checked to match eager torch within 1e-4.
 
-Measured on 2 CPU cores (EfficientNet-Lite0, fp32, forward only): onnxruntime ~260-310 img/s,
+Measured on 2 CPU cores (EfficientNet-Lite0, fp32, forward only): onnxruntime ~260-330 img/s,
 eager torch ~30-60, torch.compile ~90 (after ~40 s of compiling), TorchScript freeze ~40; hence
-`auto` = ONNX. Inference runs in "lanes": one single-threaded session run per core, each on its own
-micro-batch of 8 (faster than 16/32 here: activations stay in cache). In `embed_images` each lane
-also decodes its own images, so decoding overlaps inference without any hand-off between threads:
-~0.85-0.9 of forward-only speed, against ~0.8 for decode threads feeding a 2-thread session.
+`auto` = ONNX. Inference runs in "lanes": single-threaded session runs, one lane per core, on
+micro-batches of 1 image (end to end 275 / 268 / 256 / 245 img/s for micro-batches of 1 / 2 / 4 / 8:
+small batches keep activations in cache). In `embed_images` each lane also decodes its own images
+(+11% over decode threads feeding one 2-thread session), in tasks of 8 images so that no lane idles
+at the end (+8%). Normalising inside the graph (uint8 input) measured no faster. Decoding and
+preprocessing cost ~1.1 ms of CPU per image against ~6.5 ms of inference, so the asset path can
+reach ~0.85 of forward-only speed on 2 cores: `python -m benchmarks.embeddings`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import tempfile
+import threading
+import uuid
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -46,6 +52,7 @@ RESAMPLING = {name: getattr(Image.Resampling, name.upper())
               for name in ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")}
 MAX_ABS_DIFF = 1e-4  # an exported graph must match eager torch this closely
 TOP_K = 10
+LANE_TASK = 8  # images per lane task: small tasks keep every lane busy up to the last image
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,7 @@ class FeaturesAndProbs(nn.Module):
 
 class ImageEncoder:
     """A model + weights + preprocessing; `encode` runs in onnxruntime or eager torch."""
-    micro_batch = 8  # per session run; see the module docstring
+    micro_batch = 1  # images per session run; see the module docstring
 
     def __init__(self, name: str, graph: FeaturesAndProbs, preprocessing: Preprocessing,
                  weights_sha256: str, class_names: list[str] | None, runtime: str = "auto",
@@ -293,8 +300,11 @@ def _cached_onnx_session(encoder: ImageEncoder, cache_dir: Path):
             return _ort_session(path)
         except Exception as exc:
             warnings.warn(f"cached graph {path} is unusable ({exc!r}); exporting it again", stacklevel=3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # e.g. a read-only home: still run fast, just without keeping the graph
+        path = Path(tempfile.mkdtemp(prefix="visrec-")) / path.name
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         crop = encoder.preprocessing.crop
         example = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, crop, crop)).astype(np.float32))
@@ -350,26 +360,28 @@ class EmbeddingBatch:
 def embed_images(records: Iterable[tuple[str, str | Path]], encoder: ImageEncoder,
                  batch_size: int = 32, workers: int | None = None, limits: ImageLimits = ImageLimits(),
                  progress: bool = False, total: int | None = None) -> Iterator[EmbeddingBatch]:
-    """Yield one EmbeddingBatch per `batch_size` records, in order. Each of `workers` lanes
-    (default: one per core) decodes, preprocesses and encodes whole batches; at most workers + 1
+    """Yield one EmbeddingBatch per `batch_size` records, in order. `workers` lanes (default:
+    one per core) each decode, preprocess and encode tasks of LANE_TASK images; only a few
     batches are in flight, so memory does not grow with the catalogue. Bad images become
     failures, never exceptions."""
     workers = workers or encoder.lanes
-    chunks = iter(lambda it=iter(records): list(islice(it, batch_size)), [])
+    batches = iter(lambda it=iter(records): list(islice(it, batch_size)), [])
+    depth = 1 + -(-2 * workers * LANE_TASK // batch_size)  # batches in flight: lanes never starve
     pool = ThreadPoolExecutor(workers, thread_name_prefix="visrec-embed")
     pending = deque()
 
     def submit_next():
-        chunk = next(chunks, None)
+        chunk = next(batches, None)
         if chunk:
-            pending.append(pool.submit(_embed_chunk, chunk, encoder, limits))
+            pending.append([pool.submit(_embed_task, chunk[i: i + LANE_TASK], encoder, limits)
+                            for i in range(0, len(chunk), LANE_TASK)])
 
     try:
         with tqdm(total=total, disable=not progress, desc="embedding images", unit="img") as bar:
-            for _ in range(workers + 1):
+            for _ in range(depth):
                 submit_next()
             while pending:
-                batch = pending.popleft().result()
+                batch = _merge([task.result() for task in pending.popleft()])
                 submit_next()
                 yield batch
                 bar.update(len(batch) + len(batch.failures))
@@ -377,8 +389,8 @@ def embed_images(records: Iterable[tuple[str, str | Path]], encoder: ImageEncode
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _embed_chunk(chunk, encoder: ImageEncoder, limits: ImageLimits) -> EmbeddingBatch:
-    item_ids, hashes, pixels, failures = _prepare(chunk, encoder.preprocessing, limits)
+def _embed_task(records, encoder: ImageEncoder, limits: ImageLimits) -> EmbeddingBatch:
+    item_ids, hashes, pixels, failures = _prepare(records, encoder.preprocessing, limits)
     if not item_ids:
         return EmbeddingBatch([], [], np.empty((0, encoder.dim), np.float32), None, None, failures)
     output = encoder.encode_in_lane(pixels)
@@ -388,9 +400,27 @@ def _embed_chunk(chunk, encoder: ImageEncoder, limits: ImageLimits) -> Embedding
     return EmbeddingBatch(item_ids, hashes, output.features, top_classes, top_probs, failures)
 
 
+def _merge(parts: list[EmbeddingBatch]) -> EmbeddingBatch:
+    if len(parts) == 1:
+        return parts[0]
+    done = [p for p in parts if len(p)]
+    joined = lambda name: None if not done or getattr(done[0], name) is None else np.concatenate(
+        [getattr(p, name) for p in done])
+    return EmbeddingBatch([i for p in parts for i in p.item_ids], [h for p in parts for h in p.sha256],
+                          np.concatenate([p.features for p in parts]), joined("top_classes"),
+                          joined("top_probs"), [f for p in parts for f in p.failures])
+
+
+_lane = threading.local()
+
+
 def _prepare(chunk, preprocessing: Preprocessing, limits: ImageLimits):
-    crop = preprocessing.crop
-    pixels = np.empty((len(chunk), 3, crop, crop), np.float32)
+    # One pixel buffer per lane, reused: fresh arrays per task fragment the heap and make peak
+    # memory creep up with the number of tasks.
+    buffer, shape = getattr(_lane, "pixels", None), (len(chunk), 3, preprocessing.crop, preprocessing.crop)
+    if buffer is None or len(buffer) < len(chunk) or buffer.shape[1:] != shape[1:]:
+        buffer = _lane.pixels = np.empty(shape, np.float32)
+    pixels = buffer[: len(chunk)]
     item_ids, hashes, failures = [], [], []
     for item_id, path in chunk:
         try:
@@ -410,7 +440,7 @@ def _prepare(chunk, preprocessing: Preprocessing, limits: ImageLimits):
 def _decode_hashed(path, limits: ImageLimits) -> tuple[Image.Image, str]:
     """Decode through load_rgb from the very bytes that are hashed, so the stored sha256 is the
     content that was embedded even if the file changes meanwhile."""
-    if path is None or not str(path).strip():
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():  # None, NaN, ""
         raise ImageRejected("missing_file", "no image path")
     try:
         if os.stat(path).st_size <= limits.max_bytes:
