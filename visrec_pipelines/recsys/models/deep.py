@@ -44,7 +44,7 @@ class PairMLP(nn.Module):
         h = torch.cat([u, v, u * v], dim=-1)
         for layer in self.layers:
             h = F.relu(layer(h))
-        return self.out(h).squeeze(-1)
+        return self.out(h).squeeze(-1) + (u * v).sum(-1)
 
     @torch.no_grad()
     def grid_scores(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,7 @@ class PairMLP(nn.Module):
             for layer in self.layers[1:]:
                 h = F.relu(layer(h))
             out[:, chunk] = self.out(h).squeeze(-1)
-        return out
+        return out + u @ v.T
 
 
 class DeepRanker(Ranker):
@@ -105,7 +105,7 @@ class DeepRanker(Ranker):
                 u, i, j = users[batch], positives[batch], negatives[batch]
                 items = torch.stack([i, j], dim=1)                            # (b, 2)
                 vectors, image = self._items(items, features, dropout=True)
-                user_vecs = self._users(u, features, means, counts, leave_out=image[:, 0])
+                user_vecs = self._users(u, features, means, counts, leave_out=None if image is None else image[:, 0])
                 s = net.pair_scores(user_vecs[:, None].expand_as(vectors), vectors)
                 loss = -F.logsigmoid(s[:, 0] - s[:, 1]).mean()
                 loss = loss + self.l2 * (user_vecs.square().sum() + vectors.square().sum()) / len(u)

@@ -1,5 +1,5 @@
-"""Shared pieces of the pairwise (BPR-style) rankers: vectorised (u, i, j) sampling, training
-progress, and validation-driven early stopping.
+"""Shared pieces of the pairwise (BPR-style) rankers: vectorised (u, i, j) sampling, early stopping
+on the validation slice, and a scoped torch thread count.
 
 A whole epoch of triples is drawn with a handful of numpy calls: positives (u, i) uniformly with
 replacement (as Cornac's BPR does), negatives j from a pool, and the few j that hit one of the
@@ -9,6 +9,8 @@ user × item bitmap when that fits in ``BITMAP_LIMIT`` bytes, else a binary sear
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,7 +21,8 @@ BITMAP_LIMIT = 1 << 28
 
 
 class TripleSampler:
-    def __init__(self, data: TrainData, rng: np.random.Generator, negative_pool: np.ndarray | None = None):
+    def __init__(self, data: TrainData, rng: np.random.Generator,
+                 negative_pool: np.ndarray | None = None):
         self.rng, self.n_items = rng, data.n_items
         self.users = data.users.astype(np.int64)
         self.items = data.items.astype(np.int64)
@@ -43,7 +46,7 @@ class TripleSampler:
         at = np.minimum(np.searchsorted(self.sorted_keys, keys), len(self.sorted_keys) - 1)
         return self.sorted_keys[at] == keys
 
-    def epoch(self, n: int | None = None, max_rounds: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def epoch(self, n: int | None = None, max_rounds: int = 50) -> tuple[np.ndarray, ...]:
         """``n`` triples (default: one per positive), as int64 arrays u, i, j."""
         n = len(self.users) if n is None else n
         picks = self.rng.integers(0, len(self.users), n)
@@ -79,3 +82,39 @@ def validation_metric(ranker, train: TrainData, validation: TrainData, metric: s
     """``metric`` of ``ranker`` ranking ``validation`` positives, ``train`` positives excluded."""
     from ..metrics import evaluate  # local import: metrics is only needed when validating
     return evaluate(ranker, SimpleNamespace(train=train, test=validation), with_auc=False)[metric]
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run torch ops on ``n`` threads inside the block, then restore the process-wide setting.
+    One thread is the robust choice on a shared 2-core machine: a second OpenMP thread that has to
+    wait for a busy core makes every op slower, not faster."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n or previous)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def fit_with_early_stopping(model, data: TrainData, validation: TrainData | None, max_epochs: int) -> None:
+    """Call ``model._train(on, stop_on, epochs) -> epochs worth keeping`` under either convention.
+
+    ``validation`` held out of ``data`` (``Split.for_tuning()``): stop on it directly. Carved from
+    ``data`` (``Split.validation`` ⊂ ``Split.train``): choose the epochs on the rest, then train
+    again on all of ``data`` for that many, so no positive is wasted. Sets ``model.best_epoch``."""
+    if validation is None or len(validation.users) == 0:
+        model.best_epoch = model._train(data, None, max_epochs)
+        return
+    keys = data.users.astype(np.int64) * data.n_items + data.items
+    held = np.isin(keys, validation.users.astype(np.int64) * data.n_items + validation.items)
+    if not held.any():
+        model.best_epoch = model._train(data, validation, max_epochs)
+        return
+    rest = replace(data, users=data.users[~held], items=data.items[~held], timestamps=data.timestamps[~held])
+    epochs = model._train(rest, validation, max_epochs)
+    history = model.history
+    model._train(data, None, epochs)
+    model.best_epoch, model.history = epochs, history

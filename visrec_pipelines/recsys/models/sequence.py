@@ -12,6 +12,8 @@ the other users in the batch at the same step (popular negatives) plus shared un
 """
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 import torch
 from torch import nn
@@ -47,20 +49,21 @@ class GRUNet(nn.Module):
             v = v * keep_id
         return v if features is None else v + self.item_image(features[idx])
 
-    def run(self, x: torch.Tensor, features, h: torch.Tensor | None = None):
-        h = self.h0.expand(1, len(x), -1).contiguous() if h is None else h
-        return self.gru(self.dropout(self.items(x, features)), h)
+    def run(self, x: torch.Tensor, features, h: torch.Tensor):
+        return self.gru(self.dropout(self.items(x, features)), h.contiguous())
 
 
 class SequenceRanker(Ranker):
     name = "gru4rec"
 
-    def __init__(self, dim: int = 64, epochs: int = 40, batch_users: int = 64, chunk: int = 32,
-                 n_negatives: int = 1024, lr: float = 3e-3, dropout: float = 0.2, id_dropout: float = 0.2,
+    def __init__(self, dim: int = 64, epochs: int = 40, batch_users: int = 64, chunk: int = 16,
+                 n_negatives: int = 1024, lr: float = 3e-3, weight_decay: float = 0.0, dropout: float = 0.2,
+                 id_dropout: float = 0.2, horizon: int = 1,
                  eval_every: int = 2, patience: int = 4, progress: bool = False, seed: int = 0):
         super().__init__(seed)
         self.dim, self.epochs, self.batch_users, self.chunk = dim, epochs, batch_users, chunk
         self.n_negatives, self.lr, self.dropout, self.id_dropout = n_negatives, lr, dropout, id_dropout
+        self.weight_decay, self.horizon = weight_decay, horizon
         self.eval_every, self.patience, self.progress = eval_every, patience, progress
         self.net: GRUNet | None = None
         self._users = self._items = None
@@ -79,26 +82,28 @@ class SequenceRanker(Ranker):
                                        dtype=torch.float32)
         sequences = data.sequences()
         pool = torch.as_tensor(np.unique(data.items))  # uniform negatives: warm items only
+        self._warm = torch.zeros(data.n_items, dtype=torch.bool)
+        self._warm[pool] = True
         targets = np.concatenate([s[1:] for s in sequences] + [np.zeros(0, dtype=np.int64)])
         share = np.bincount(targets, minlength=data.n_items + 1) / max(1, len(targets))
         self._target_share, self._pool_size = torch.as_tensor(share, dtype=torch.float32), len(pool)
         self.net = net = GRUNet(data.n_items, 0 if features is None else features.shape[1], self.dim, self.dropout)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         stopper = EarlyStopping(self.patience)
         for epoch in tqdm(range(1, epochs + 1), desc=self.name, disable=not self.progress):
             net.train()
-            for padded in self._batches(sequences, net.pad, rng):
-                h = None
-                for start in range(0, padded.shape[1] - 1, self.chunk):
-                    window = padded[:, start:start + self.chunk + 1]
-                    out, h = net.run(window[:, :-1], features, h)
-                    h = h.detach()  # truncated back-propagation: the state goes on, gradients stop
-                    negatives = pool[torch.from_numpy(rng.integers(len(pool), size=self.n_negatives))]
-                    loss = self._loss(net, out, window[:, 1:], negatives, features)
-                    if loss is not None:
-                        opt.zero_grad()
-                        loss.backward()
-                        opt.step()
+            inputs, targets, starts = self._lanes(sequences, net.pad, rng)
+            h = None
+            for k in range(inputs.shape[1]):
+                h0 = net.h0.expand(1, len(inputs), -1)
+                h = h0 if h is None else torch.where(starts[:, k, None], h0, h.detach())  # new user: fresh state
+                out, h = net.run(inputs[:, k], features, h)
+                negatives = pool[torch.from_numpy(rng.integers(len(pool), size=self.n_negatives))]
+                loss = self._loss(net, out, targets[:, k], negatives, features)
+                if loss is not None:
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
             self._freeze(sequences, features)
             if validation is not None and epoch % self.eval_every == 0:
                 if stopper.update(epoch, validation_metric(self, data, validation), net.state_dict()):
@@ -109,40 +114,63 @@ class SequenceRanker(Ranker):
         self.history = stopper.history
         return stopper.best_epoch or epoch
 
-    def _batches(self, sequences: list[np.ndarray], pad: int, rng: np.random.Generator):
-        """Padded (b, max_len) batches of users of similar history length, in random order."""
-        trainable = [s for s in sequences if len(s) >= 2]
-        by_length = sorted(range(len(trainable)), key=lambda k: (len(trainable[k]), k))
-        groups = [by_length[i:i + self.batch_users] for i in range(0, len(by_length), self.batch_users)]
-        for g in rng.permutation(len(groups)):
-            rows = [trainable[k] for k in groups[g]]
-            padded = np.full((len(rows), max(map(len, rows))), pad, dtype=np.int64)
-            for r, s in enumerate(rows):
-                padded[r, :len(s)] = s
-            yield torch.as_tensor(padded)
+    def _lanes(self, sequences: list[np.ndarray], pad: int, rng: np.random.Generator):
+        """Session-parallel batches (GRU4Rec): users in random order are dealt to ``batch_users``
+        lanes, always to the shortest lane, each user padded to whole ``chunk``-step windows, so a
+        window never spans two users and every optimiser step sees ``batch_users`` users at once.
+        Returns inputs (lanes, windows, chunk), targets (lanes, windows, chunk, horizon): the next
+        ``horizon`` items of each position, and starts (lanes, windows): True
+        where a window begins a new user (the state is reset there)."""
+        lanes: list[list[tuple[np.ndarray, np.ndarray, bool]]] = [[] for _ in range(self.batch_users)]
+        heap = [(0, lane) for lane in range(self.batch_users)]
+        for user in rng.permutation(len(sequences)):
+            seq = sequences[user]
+            if len(seq) < 2:
+                continue
+            n = -(-(len(seq) - 1) // self.chunk) * self.chunk
+            x, y = np.full(n, pad), np.full((n, self.horizon), pad)
+            x[:len(seq) - 1] = seq[:-1]
+            for k in range(self.horizon):  # y[p, k]: the item k + 1 steps after position p
+                y[:len(seq) - 1 - k, k] = seq[1 + k:]
+            length, lane = heapq.heappop(heap)
+            lanes[lane] += [(x[w:w + self.chunk], y[w:w + self.chunk], w == 0) for w in range(0, n, self.chunk)]
+            heapq.heappush(heap, (length + n // self.chunk, lane))
+        n_windows = max(map(len, lanes))
+        inputs = np.full((self.batch_users, n_windows, self.chunk), pad)
+        targets = np.full((self.batch_users, n_windows, self.chunk, self.horizon), pad)
+        starts = np.ones((self.batch_users, n_windows), dtype=bool)
+        for lane, windows in enumerate(lanes):
+            for w, (x, y, first) in enumerate(windows):
+                inputs[lane, w], targets[lane, w], starts[lane, w] = x, y, first
+        return torch.as_tensor(inputs), torch.as_tensor(targets), torch.as_tensor(starts)
 
-    def _loss(self, net: GRUNet, out, targets, negatives, features):
-        """Sampled softmax: each step's target against the batch's other targets at that step
-        (masked where they are padding or the same item) and the shared uniform negatives."""
-        valid = targets != net.pad                                              # (b, t)
+    def _loss(self, net: GRUNet, out, futures, negatives, features):
+        """Sampled softmax of each of the next ``horizon`` items (futures: (b, t, horizon)) against
+        the other lanes' next items at the same step and the shared uniform negatives, with any
+        candidate that is one of the position's own future items masked out."""
+        valid = futures != net.pad                                              # (b, t, h)
         if not valid.any():
             return None
-        keep = (torch.rand(targets.shape + (1,)) >= self.id_dropout).float()
-        target_vecs = net.items(targets, features, keep)                        # (b, t, d)
-        # logQ correction: every candidate is down-weighted by how often it is drawn (in-batch ∝
+        targets = futures[..., 0]                                               # the next items
+        # logQ correction: a candidate counts less the more often it is drawn (in-batch ∝
         # popularity, plus uniform), or the model learns to rank against popularity.
         log_q = torch.log(len(targets) * self._target_share + len(negatives) / self._pool_size)
-        in_batch = torch.einsum("btd,ctd->btc", out, target_vecs) + (net.item_bias(targets).squeeze(-1)
-                                                                      - log_q[targets]).T[None]
-        same = targets.T[:, :, None] == targets.T[:, None, :]                   # (t, b, c)
-        eye = torch.eye(len(targets), dtype=torch.bool)[None]
-        blocked = (same & ~eye) | ~valid.T[:, None, :]
-        in_batch = in_batch.masked_fill(blocked.transpose(0, 1), float("-inf"))
-        sampled = out @ net.items(negatives, features).T + net.item_bias(negatives).squeeze(-1) - log_q[negatives]
-        sampled = sampled.masked_fill(negatives[None, None] == targets[:, :, None], float("-inf"))
-        logits = torch.cat([in_batch, sampled], dim=-1)[valid]                 # (n_valid, b + n_neg)
-        labels = torch.arange(len(targets))[:, None].expand_as(targets)[valid]
-        return F.cross_entropy(logits, labels)
+
+        def logit_parts(items):  # id dropout on every item, so image-only vectors stay calibrated
+            keep = torch.rand(items.shape + (1,)) >= self.id_dropout
+            return net.items(items, features, keep), net.item_bias(items).squeeze(-1) - log_q[items]
+
+        vectors, offsets = logit_parts(futures)
+        positive = torch.einsum("btd,bthd->bth", out, vectors) + offsets
+        vectors, offsets = logit_parts(targets)
+        in_batch = torch.einsum("btd,ctd->btc", out, vectors) + offsets.T[None]
+        vectors, offsets = logit_parts(negatives)
+        candidates = torch.cat([in_batch, out @ vectors.T + offsets], dim=-1)  # (b, t, c)
+        items = torch.cat([targets.T[None].expand(len(targets), -1, -1),
+                           negatives[None, None].expand(*targets.shape, -1)], dim=-1)
+        blocked = (items[:, :, None] == futures[..., None]).any(2) | (items == net.pad)
+        negative_mass = torch.logsumexp(candidates.masked_fill(blocked, float("-inf")), dim=-1, keepdim=True)
+        return (torch.logaddexp(positive, negative_mass) - positive)[valid].mean()
 
     @torch.no_grad()
     def _freeze(self, sequences: list[np.ndarray], features) -> None:
@@ -159,11 +187,14 @@ class SequenceRanker(Ranker):
                                           enforce_sorted=False)
             _, h = net.gru(packed, net.h0.expand(1, int(has.sum()), -1).contiguous())
             states[has] = h[0]
-        ones = torch.ones(len(states), 1)
-        n_items = net.pad
-        items = net.items(torch.arange(n_items), features)
-        self._users = torch.cat([states, ones], dim=1).numpy()
-        self._items = torch.cat([items, net.item_bias.weight[:n_items]], dim=1).numpy()
+        ids, bias = net.item_id.weight[:net.pad].clone(), net.item_bias.weight[:net.pad].clone()
+        # Both losses are shift-invariant, so an item never trained on has no meaningful score
+        # level: give cold items the average warm item's id part and bias (their image part is
+        # their own), i.e. "a typical item that looks like this".
+        ids[~self._warm], bias[~self._warm] = ids[self._warm].mean(0), bias[self._warm].mean(0)
+        items = ids if features is None else ids + net.item_image(features[:net.pad])
+        self._users = torch.cat([states, torch.ones(len(states), 1)], dim=1).numpy()
+        self._items = torch.cat([items, bias], dim=1).numpy()
 
     def score(self, users: np.ndarray) -> np.ndarray:
         return self._users[np.asarray(users)] @ self._items.T

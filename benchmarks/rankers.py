@@ -1,0 +1,289 @@
+"""Every visrec ranker against Cornac's MostPop, BPR and VBPR on MovieLens, in one run, one split,
+scored by our metric code (../shared/docs/evaluation.md).
+
+    flock /tmp/visrec-bench.lock python -m benchmarks.rankers      # from the repo root
+
+Protocol: positives = rating >= 4, catalogue = movies with a poster (that embeds), per-user
+chronological 80/20 split. Our rankers choose hyper-parameters and epochs on the VALIDATION slice
+(fit on ``tune_data``, early stopping on ``validation``), then are refit on all of train for the
+chosen epochs: that refit is ``train_s``. Cornac's peers run with the settings named below.
+Image features: EfficientNet-Lite0 (``vision.encoders``), cached in ~/.cache/visrec/bench/.
+The last line printed is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from visrec_pipelines.recsys.base import Ranker, TrainData
+from visrec_pipelines.recsys.metrics import evaluate
+from visrec_pipelines.recsys.split import Split, make_split
+
+REPO = Path(__file__).resolve().parents[1]
+MOVIELENS = Path(os.environ.get("VISREC_MOVIELENS", REPO.parent / "shared" / "datasets" / "movielens-small"))
+CACHE = Path(os.environ.get("VISREC_BENCH_CACHE", Path.home() / ".cache" / "visrec" / "bench"))
+SEED = 0
+VISUAL = {"visual_knn", "vbpr", "deep_mlp", "gru4rec", "amr"}     # rankers that use image features
+COLUMNS = ("ndcg@20", "recall@20", "precision@20", "auc", "coverage@20", "cold_recall@20")
+
+
+def grid(**axes) -> list[dict]:
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+def our_rankers() -> dict[str, tuple[type, list[dict]]]:
+    """name → (class, hyper-parameter grid searched on the validation slice)."""
+    from visrec_pipelines.recsys.models.bpr import BPR
+    from visrec_pipelines.recsys.models.ease import EASE
+    from visrec_pipelines.recsys.models.itemknn import ItemKNN
+    from visrec_pipelines.recsys.models.mostpop import MostPop
+    from visrec_pipelines.recsys.models.vbpr import VBPR
+    from visrec_pipelines.recsys.models.visual_knn import VisualKNN
+
+    registry = {
+        "mostpop": (MostPop, [{}]),
+        "itemknn": (ItemKNN, grid(neighbours=[50, 100, 200, 400, 800])),
+        "visual_knn": (VisualKNN, [{}]),
+        "ease": (EASE, grid(l2=[50, 100, 200, 400, 800])),
+        "bpr": (BPR, grid(factors=[64, 128], lr=[0.05], reg=[0.01, 0.003], epochs=[300], patience=[4])),
+        "vbpr": (VBPR, grid(factors=[32], visual_factors=[32], lr=[0.005, 0.01], negatives=["all", "warm"],
+                            epochs=[60], patience=[3])),
+    }
+    optional = {"deep_mlp": ("deep", "DeepRanker"), "gru4rec": ("sequence", "SequenceRanker"),
+                "amr": ("amr", "AMR")}
+    for name, (module, cls) in optional.items():   # other helpers' rankers, when present
+        try:
+            registry[name] = (getattr(__import__(f"visrec_pipelines.recsys.models.{module}",
+                                                 fromlist=[cls]), cls), [{}])
+        except (ImportError, AttributeError):
+            pass
+    return registry
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+def movielens_events(root: Path) -> pd.DataFrame:
+    """ratings.csv as validated behaviour events (MovieLens has no malformed rows to quarantine)."""
+    ratings = pd.read_csv(root / "ratings.csv", dtype=str)
+    ratings.columns = [{"movieId": "item_id", "userId": "user_id"}.get(c, c) for c in ratings.columns]
+    seconds = ratings["timestamp"].astype(np.int64)
+    return pd.DataFrame({"user_id": ratings["user_id"], "item_id": ratings["item_id"],
+                         "event_type": "rating", "value": ratings["rating"].astype(float),
+                         "timestamp": pd.to_datetime(seconds, unit="s", utc=True)})
+
+
+def poster_features(root: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """(item_ids, L2-normalised Lite0 features, encoder id) of every poster that embeds; cached."""
+    from visrec_pipelines.vision.encoders import build_encoder, embed_images
+
+    encoder = build_encoder()
+    path = CACHE / f"{root.name}_{encoder.encoder_id.replace(':', '-')}.npz"
+    if path.is_file():
+        cached = np.load(path)
+        return cached["item_ids"], cached["features"], encoder.encoder_id
+    posters = sorted((root / "posters").glob("*.jpg"), key=lambda p: (len(p.stem), p.stem))
+    ids, features = [], []
+    for batch in embed_images(((p.stem, p) for p in posters), encoder, progress=sys.stderr.isatty(),
+                              total=len(posters)):
+        ids += batch.item_ids
+        features.append(batch.features)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(path, item_ids=np.asarray(ids), features=np.concatenate(features))
+    return np.asarray(ids), np.concatenate(features), encoder.encoder_id
+
+
+def movielens_split(root: Path) -> tuple[Split, str]:
+    item_ids, features, encoder_id = poster_features(root)
+    movies = pd.read_csv(root / "movies.csv", dtype=str)
+    movie_ids = movies[movies.columns[0]]
+    catalogue = movie_ids[movie_ids.isin(set(item_ids))].to_numpy()   # movies with a usable poster
+    row = {item: n for n, item in enumerate(item_ids)}
+    split = make_split(movielens_events(root), catalogue,
+                       item_features=features[[row[i] for i in catalogue]])
+    return split, encoder_id
+
+
+# --- Cornac peers ---------------------------------------------------------------------------------
+
+class CornacRanker(Ranker):
+    """A Cornac model behind our contract: Cornac's indices are ours (its id maps are seeded with
+    every user and every catalogue item in our order), so cold items exist for it too and VBPR
+    scores them through the image modality."""
+
+    def __init__(self, model, name: str, images: bool = False):
+        super().__init__(SEED)
+        self.model, self.name, self.images = model, name, images
+
+    def fit(self, data: TrainData, validation: TrainData | None = None) -> "CornacRanker":
+        from cornac.data import Dataset, ImageModality
+
+        self.seen = data.matrix()
+        uid_map = OrderedDict((u, n) for n, u in enumerate(data.user_ids))
+        iid_map = OrderedDict((i, n) for n, i in enumerate(data.item_ids))
+        triples = list(zip(data.user_ids[data.users], data.item_ids[data.items], np.ones(len(data.users))))
+        dataset = Dataset.build(triples, global_uid_map=uid_map, global_iid_map=iid_map, seed=SEED)
+        if self.images:
+            modality = ImageModality(features=data.item_features, ids=list(data.item_ids), normalized=True)
+            modality.build(id_map=dataset.iid_map)
+            dataset.add_modalities(item_image=modality)
+        with contextlib.redirect_stdout(io.StringIO()):               # "Optimization finished!"
+            self.model.fit(dataset)
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(self.model.score(int(u)), dtype=np.float64)
+                         for u in np.atleast_1d(users)])
+
+
+def cornac_peers() -> dict:
+    from cornac.models import BPR, VBPR, MostPop
+
+    return {
+        "cornac_mostpop": (lambda: CornacRanker(MostPop(), "cornac_mostpop"), {}),
+        "cornac_bpr": (lambda: CornacRanker(BPR(k=64, max_iter=200, learning_rate=0.05, lambda_reg=0.01,
+                                                seed=SEED, verbose=False), "cornac_bpr"),
+                       {"k": 64, "max_iter": 200, "learning_rate": 0.05, "lambda_reg": 0.01}),
+        "cornac_vbpr": (lambda: CornacRanker(VBPR(k=32, k2=32, n_epochs=20, learning_rate=0.005,
+                                                  seed=SEED, use_gpu=False, verbose=False),
+                                             "cornac_vbpr", images=True),
+                        {"k": 32, "k2": 32, "n_epochs": 20, "learning_rate": 0.005, "batch_size": 100}),
+    }
+
+
+# --- running --------------------------------------------------------------------------------------
+
+def best_epoch(model) -> int | None:
+    if getattr(model, "best_epoch", None):
+        return int(model.best_epoch)
+    history = getattr(model, "history", None)
+    return int(max(history, key=lambda h: h[1])[0]) if history else None
+
+
+def tune(cls, candidates: list[dict], split: Split) -> tuple[dict, float]:
+    """The candidate with the best validation NDCG@20 (fit on tune_data, stopped on validation)."""
+    tuning = split.for_tuning()
+    best, best_ndcg = None, -1.0
+    for params in candidates:
+        model = cls(seed=SEED, **params).fit(tuning.train, tuning.test)
+        ndcg = float(evaluate(model, tuning, with_auc=False)["ndcg@20"])
+        epochs = best_epoch(model) if "epochs" in cls.__init__.__code__.co_varnames else None
+        chosen = {**params, **({"epochs": epochs, "patience": None} if epochs else {})}
+        print(f"  tune {cls.__name__:16s} {params} -> val ndcg@20 {ndcg:.4f}"
+              + (f", best epoch {epochs}" if epochs else ""), flush=True)
+        if ndcg > best_ndcg:
+            best, best_ndcg = chosen, ndcg
+    return best, best_ndcg
+
+
+def timed_fit_and_score(model: Ranker, split: Split) -> dict:
+    started = time.perf_counter()
+    model.fit(split.fit_data())
+    seconds = time.perf_counter() - started
+    metrics = evaluate(model, split)
+    return {**{c: float(metrics[c]) for c in COLUMNS}, "train_s": round(seconds, 3)}
+
+
+def print_table(results: dict, params: dict) -> None:
+    header = f"{'model':26s}" + "".join(f"{c:>15s}" for c in (*COLUMNS, "train_s"))
+    print(header)
+    print("-" * len(header))
+    for name, row in results.items():
+        cells = "".join(f"{row[c]:15.4f}" for c in COLUMNS) + f"{row['train_s']:15.2f}"
+        print(f"{name:26s}{cells}   {params.get(name, {})}")
+
+
+def clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return round(value, 5) if isinstance(value, float) else value
+
+
+def run_ours(split: Split, wanted) -> tuple[dict, dict]:
+    results, params = {}, {}
+    progress = {"progress": sys.stderr.isatty()}
+    for name, (cls, candidates) in our_rankers().items():
+        if not wanted(name):
+            continue
+        extra = progress if "progress" in cls.__init__.__code__.co_varnames else {}
+        if len(candidates) > 1 or "epochs" in cls.__init__.__code__.co_varnames:
+            chosen, val_ndcg = tune(cls, candidates, split)
+        else:
+            chosen, val_ndcg = candidates[0], float("nan")
+        results[name] = timed_fit_and_score(cls(seed=SEED, **chosen, **extra), split)
+        params[name] = {**chosen, "val_ndcg@20": round(val_ndcg, 4)}
+        print(f"{name}: {results[name]}", flush=True)
+    if wanted("bpr_cornac_settings"):   # the same epochs and factors as cornac_bpr, no early stopping
+        from visrec_pipelines.recsys.models.bpr import BPR
+        params["bpr_cornac_settings"] = {"factors": 64, "epochs": 200, "lr": 0.05, "reg": 0.01}
+        results["bpr_cornac_settings"] = timed_fit_and_score(
+            BPR(seed=SEED, patience=None, **params["bpr_cornac_settings"]), split)
+    return results, params
+
+
+def targets(results: dict, ratio: float | None) -> dict:
+    """The goals of this benchmark, checked on this run's numbers."""
+    def get(name, key):
+        return results.get(name, {}).get(key)
+
+    visual = {n: r["cold_recall@20"] for n, r in results.items()
+              if n in VISUAL and math.isfinite(r["cold_recall@20"])}
+    out = {"ndcg_ratio>=1.10": None if ratio is None else ratio >= 1.10}
+    if visual:
+        best_cold = max(visual, key=visual.get)
+        out["visual_cold_recall>=0.02"] = {"model": best_cold, "cold_recall@20": round(visual[best_cold], 5),
+                                           "met": visual[best_cold] >= 0.02}
+    if get("bpr_cornac_settings", "train_s") and get("cornac_bpr", "train_s"):
+        time_ratio = get("bpr_cornac_settings", "train_s") / get("cornac_bpr", "train_s")
+        out["bpr_time<=cornac_bpr(same epochs, factors)"] = {"time_ratio": round(time_ratio, 3),
+                                                             "met": time_ratio <= 1.0}
+    if get("vbpr", "train_s") and get("cornac_vbpr", "train_s"):
+        time_ratio = get("vbpr", "train_s") / get("cornac_vbpr", "train_s")
+        better = get("vbpr", "ndcg@20") >= get("cornac_vbpr", "ndcg@20")
+        out["vbpr_time<=0.25xcornac_vbpr_at>=ndcg"] = {"time_ratio": round(time_ratio, 3),
+                                                       "ndcg_not_worse": better,
+                                                       "met": time_ratio <= 0.25 and better}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", help="run only these rankers (names as in the table)")
+    args = parser.parse_args()
+    split, encoder_id = movielens_split(MOVIELENS)
+    print(f"protocol {split.protocol}\nsplit {split.report}\nimage features {encoder_id}", flush=True)
+
+    wanted = (lambda name: not args.only or name in args.only)
+    results, params = run_ours(split, wanted)
+    for name, (factory, settings) in cornac_peers().items():
+        if wanted(name):
+            results[name], params[name] = timed_fit_and_score(factory(), split), settings
+            print(f"{name}: {results[name]}", flush=True)
+
+    print()
+    print_table(results, params)
+    ours = {n: r for n, r in results.items() if not n.startswith("cornac_")}
+    peers = {n: r for n, r in results.items() if n.startswith("cornac_")}
+    best_ours = max(ours, key=lambda n: ours[n]["ndcg@20"]) if ours else None
+    best_peer = max(peers, key=lambda n: peers[n]["ndcg@20"]) if peers else None
+    ratio = ours[best_ours]["ndcg@20"] / peers[best_peer]["ndcg@20"] if best_ours and best_peer else None
+    print(json.dumps({"models": {n: {k: clean(v) for k, v in r.items()} for n, r in results.items()},
+                      "best_ours": best_ours, "best_peer": best_peer, "ndcg_ratio": clean(ratio),
+                      "targets": targets(results, ratio),
+                      "protocol": split.protocol, "split": split.report, "image_features": encoder_id,
+                      "params": {n: {k: clean(v) for k, v in p.items()} for n, p in params.items()}}))
+
+
+if __name__ == "__main__":
+    main()
