@@ -1,9 +1,12 @@
 """The `visrec` command line drives the platform end to end."""
+import shutil
+
 import pandas as pd
 from click.testing import CliRunner
 from PIL import Image
 
 from visrec_pipelines.cli import main
+from visrec_pipelines.vision.embedding_store import EmbeddingStore
 
 
 def test_demo_then_run(isolated_env):
@@ -15,6 +18,16 @@ def test_demo_then_run(isolated_env):
     assert ran.exit_code == 0, ran.output
     assert "succeeded" in ran.output and "behaviour_events" in ran.output
     assert (isolated_env / "warehouse" / "demo" / "item_catalogue.parquet").is_file()
+
+    # scale-out: two shard workers fill one store (as several machines would)
+    store_root = isolated_env / "warehouse" / "demo" / "embeddings"
+    shutil.rmtree(store_root)
+    for shard in ("0/2", "1/2"):
+        done = runner.invoke(main, ["embed", "--shard", shard])
+        assert done.exit_code == 0, done.output
+    encoder_id = pd.read_parquet(isolated_env / "warehouse" / "demo" / "image_embeddings.parquet")["encoder_id"][0]
+    ids, vectors, _, _ = EmbeddingStore(store_root, encoder_id).load()
+    assert len(ids) == 40 and vectors.shape[0] == 40
 
 
 def test_run_unknown_dataset_is_a_clear_error(isolated_env):
