@@ -24,8 +24,15 @@ def configure(experiment: str):
     import mlflow
 
     uri = tracking_uri()
+    user_setting = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # mlflow exports the URI into the environment; undo that so the next configure() (another
+    # project root, e.g. in tests) is not pinned to this one.
+    if user_setting is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user_setting
     if mlflow.get_experiment_by_name(experiment) is None:
         location = None
         if uri.startswith("sqlite:"):  # keep artifacts beside the local store, not in ./mlruns

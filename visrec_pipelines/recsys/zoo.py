@@ -19,6 +19,7 @@ NEEDS_IMAGE_FEATURES = {"visual_knn", "vbpr", "amr", "deep", "sequence"}
 
 def _register() -> None:
     from .models.bpr import BPR
+    from .models.ease import EASE
     from .models.itemknn import ItemKNN
     from .models.mostpop import MostPop
     from .models.vbpr import VBPR
@@ -26,7 +27,7 @@ def _register() -> None:
     from .models.deep import DeepRanker
     from .models.sequence import SequenceRanker
 
-    FACTORIES.update(mostpop=MostPop, itemknn=ItemKNN, visual_knn=VisualKNN, bpr=BPR, vbpr=VBPR,
+    FACTORIES.update(mostpop=MostPop, itemknn=ItemKNN, ease=EASE, visual_knn=VisualKNN, bpr=BPR, vbpr=VBPR,
                      deep=DeepRanker, sequence=SequenceRanker)
     try:
         from .models.amr import AMR

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .. import tracking
-from .heads import TrainedHead, describe, find_label_groups, train_head
+from .heads import TooFewLabels, TrainedHead, describe, find_label_groups, train_head
 
 EXPERIMENT = "visrec-tag-heads"
 
@@ -22,10 +22,15 @@ def train_and_log_heads(features: np.ndarray, items: pd.DataFrame, run_tags: dic
                         epochs: int = 150, hidden: int = 256, seed: int = 0) -> tuple[list[TrainedHead], str | None, pd.DataFrame]:
     """Heads for every label column of ``items`` (rows aligned with ``features``); returns the
     heads, the MLflow run id (None when there is nothing to learn) and a per-label metrics table."""
-    groups = find_label_groups(items)
-    if not groups:
+    heads, skipped = [], []
+    for group in find_label_groups(items):
+        try:
+            heads.append(train_head(features, items, group, epochs=epochs, hidden=hidden, seed=seed))
+        except TooFewLabels as reason:   # a small catalogue: say so, train the others
+            skipped.append(str(reason))
+    if not heads:
         return [], None, pd.DataFrame(columns=["group", "label", "precision", "recall", "f1", "support"])
-    heads = [train_head(features, items, group, epochs=epochs, hidden=hidden, seed=seed) for group in groups]
+    groups = [h.group for h in heads]
     per_label = pd.concat([h.per_label.assign(group=h.group.column) for h in heads], ignore_index=True)
     per_label = per_label[["group", "label", "precision", "recall", "f1", "support"]]
 
@@ -33,7 +38,8 @@ def train_and_log_heads(features: np.ndarray, items: pd.DataFrame, run_tags: dic
     with mlflow.start_run(run_name=f"heads-{run_tags.get('dataset', 'dataset')}") as run:
         mlflow.set_tags({**run_tags, "git_commit": tracking.git_commit()})
         mlflow.log_params({"epochs": epochs, "hidden": hidden, "seed": seed, "items": len(items),
-                           "label_groups": ",".join(g.column for g in groups)})
+                           "label_groups": ",".join(g.column for g in groups),
+                           "skipped_groups": "; ".join(skipped) or "none"})
         for head in heads:
             mlflow.log_metrics({metric_name(head.group.column, k): v for k, v in head.metrics.items()})
             mlflow.log_metrics({metric_name(head.group.column, row.label, m): float(getattr(row, m))

@@ -63,6 +63,10 @@ def held_out_mask(item_ids: pd.Series, fraction: float = 0.2) -> np.ndarray:
     return np.asarray(buckets) < int(fraction * 1000)
 
 
+class TooFewLabels(ValueError):
+    """A label group with too few labelled items to train and measure a head."""
+
+
 @dataclass
 class TrainedHead:
     group: LabelGroup
@@ -107,7 +111,7 @@ def train_head(features: np.ndarray, items: pd.DataFrame, group: LabelGroup, epo
     test = held_out_mask(items["item_id"]) & labelled
     train = ~held_out_mask(items["item_id"]) & labelled
     if train.sum() < 10 or test.sum() < 2:
-        raise ValueError(f"too few labelled items for {group.column!r}: {train.sum()} train, {test.sum()} held out")
+        raise TooFewLabels(f"too few labelled items for {group.column!r}: {train.sum()} train, {test.sum()} held out")
     torch.manual_seed(seed)
     model = _mlp(features.shape[1], hidden, len(group.labels))
     x_train, y_train = torch.from_numpy(features[train]), torch.from_numpy(y[train])
