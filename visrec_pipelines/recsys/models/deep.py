@@ -1,4 +1,5 @@
-"""A deep pair scorer: an MLP over [user, item, user*item] built from ids and image features.
+"""A deep pair scorer: an MLP over [user, item, user*item], plus user·item (the matrix-factorisation
+path of NeuMF: an MLP alone learns a dot product poorly), built from ids and image features.
 
 item = id embedding + P·f_i (P: one learned projection of the image features);
 user = id embedding + A·mean(P·f) over the user's train positives (leave-one-out in training, so
@@ -12,7 +13,7 @@ Scoring every item for a batch of users never builds the (users × items × 3·d
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ..base import Ranker, TrainData
-from .sampling import EarlyStopping, TripleSampler, validation_metric
+from .sampling import EarlyStopping, TripleSampler, fit_with_early_stopping, torch_threads, validation_metric
 
 TILE_ELEMENTS = 1 << 20  # hidden activations per scoring tile: small enough to stay in cache
 
@@ -52,7 +53,7 @@ class PairMLP(nn.Module):
         user, item and user*item parts; the last is a per-user (dim, hidden) matrix, so one batched
         matmul covers a tile of items, and tiles are sized to stay in cache."""
         first, dim = self.layers[0], u.shape[1]
-        w_user, w_item, w_both = first.weight[:, :dim], first.weight[:, dim:2 * dim], first.weight[:, 2 * dim:]
+        w_user, w_item, w_both = first.weight.split(dim, dim=1)
         user_part = u @ w_user.T + first.bias                 # (b, h)
         item_part = v @ w_item.T                              # (n, h)
         per_user = u[:, :, None] * w_both.T[None]             # (b, dim, h)
@@ -70,10 +71,12 @@ class PairMLP(nn.Module):
 class DeepRanker(Ranker):
     name = "deep_mlp"
 
-    def __init__(self, dim: int = 64, hidden: tuple[int, ...] = (64, 32), epochs: int = 60,
-                 batch_size: int = 4096, lr: float = 2e-3, l2: float = 1e-4, id_dropout: float = 0.5,
-                 eval_every: int = 2, patience: int = 3, progress: bool = False, seed: int = 0):
+    def __init__(self, dim: int = 64, hidden: tuple[int, ...] = (64, 32), epochs: int = 80,
+                 batch_size: int = 4096, lr: float = 1e-3, l2: float = 1e-4, id_dropout: float = 0.5,
+                 eval_every: int = 2, patience: int = 3, threads: int | None = 1, progress: bool = False,
+                 seed: int = 0):
         super().__init__(seed)
+        self.threads = threads
         self.dim, self.hidden, self.epochs, self.batch_size = dim, tuple(hidden), epochs, batch_size
         self.lr, self.l2, self.id_dropout = lr, l2, id_dropout
         self.eval_every, self.patience, self.progress = eval_every, patience, progress
@@ -81,11 +84,13 @@ class DeepRanker(Ranker):
         self.user_table = self.item_table = None  # final representations: all scoring needs
 
     def fit(self, data: TrainData, validation: TrainData | None = None) -> "DeepRanker":
-        fit_with_validation(self, data, validation, self.epochs)
+        with reproducible_torch(self.seed, self.threads):
+            fit_with_early_stopping(self, data, validation, self.epochs)
         return self
 
     def _train(self, data: TrainData, validation: TrainData | None, epochs: int) -> int:
         """Train from scratch for up to ``epochs``; return the number of epochs worth keeping."""
+        torch.manual_seed(self.seed)  # init and dropout: the same draws for the same seed
         rng = np.random.default_rng(self.seed)
         self.seen = seen = data.matrix()
         counts = torch.as_tensor(np.diff(seen.indptr), dtype=torch.float32)
@@ -105,7 +110,8 @@ class DeepRanker(Ranker):
                 u, i, j = users[batch], positives[batch], negatives[batch]
                 items = torch.stack([i, j], dim=1)                            # (b, 2)
                 vectors, image = self._items(items, features, dropout=True)
-                user_vecs = self._users(u, features, means, counts, leave_out=None if image is None else image[:, 0])
+                own_image = None if image is None else image[:, 0]
+                user_vecs = self._users(u, features, means, counts, leave_out=own_image)
                 s = net.pair_scores(user_vecs[:, None].expand_as(vectors), vectors)
                 loss = -F.logsigmoid(s[:, 0] - s[:, 1]).mean()
                 loss = loss + self.l2 * (user_vecs.square().sum() + vectors.square().sum()) / len(u)
@@ -160,32 +166,16 @@ class DeepRanker(Ranker):
         return out
 
 
-def fit_with_validation(model, data: TrainData, validation: TrainData | None, max_epochs: int) -> None:
-    """Early stopping under both conventions for ``validation``, torch seeded from the model.
-
-    Held out of ``data`` already (``Split.for_tuning()``): stop on it directly. Carved from ``data``
-    (``Split.validation`` is a subset of ``Split.train``): train on the rest to choose the number
-    of epochs, then train again on all of ``data`` for that many (so no positive is wasted)."""
-    def train(on: TrainData, stop_on: TrainData | None, epochs: int) -> int:
-        deterministic = torch.are_deterministic_algorithms_enabled()
-        with torch.random.fork_rng():  # dropout and init draw from torch's global RNG
-            torch.manual_seed(model.seed)
-            torch.use_deterministic_algorithms(True)  # threaded scatter-adds would differ in the last bit
-            try:
-                return model._train(on, stop_on, epochs)
-            finally:
-                torch.use_deterministic_algorithms(deterministic)
-
-    if validation is None or len(validation.users) == 0:
-        train(data, None, max_epochs)
-        return
-    keys = data.users.astype(np.int64) * data.n_items + data.items
-    held = np.isin(keys, validation.users.astype(np.int64) * data.n_items + validation.items)
-    if not held.any():
-        train(data, validation, max_epochs)
-        return
-    rest = replace(data, users=data.users[~held], items=data.items[~held], timestamps=data.timestamps[~held])
-    epochs = train(rest, validation, max_epochs)
-    history = model.history
-    train(data, None, epochs)
-    model.history = history
+@contextmanager
+def reproducible_torch(seed: int, threads: int | None):
+    """Torch seeded, deterministic kernels (threaded scatter-adds would otherwise differ in the
+    last bit between runs) and ``threads`` threads inside the block; the caller's global RNG and
+    settings are restored afterwards."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    with torch_threads(threads), torch.random.fork_rng():
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(deterministic)

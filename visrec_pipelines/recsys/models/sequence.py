@@ -2,13 +2,13 @@
 
 An item's vector is its id embedding plus a projection of its image feature, used both as the GRU
 input and as the output embedding (tied: fewer parameters, and a cold item gets a vector from its
-image alone, its id embedding staying at zero because it is never a target or a sampled negative).
-The user's vector is the GRU state after the whole history, so score = user · item exactly; a
-learned item bias rides along as one extra coordinate (user side 1, item side the bias).
+image). The user's vector is the GRU state after the whole train history, so score = user · item
+exactly; a learned item bias rides along as one extra coordinate (user side 1, item side the bias).
 
-Training: users batched by similar history length, padded; truncated back-propagation through
-``chunk``-step windows with the hidden state carried across; sampled softmax over the targets of
-the other users in the batch at the same step (popular negatives) plus shared uniform negatives.
+Training: session-parallel lanes (see ``_lanes``), truncated back-propagation through
+``chunk``-step windows with the state carried across; sampled softmax (logQ-corrected) of the next
+item against the other lanes' next items at the same step plus shared uniform negatives.
+``horizon`` > 1 also asks for the items after the next (the protocol's test is the next 20%).
 """
 from __future__ import annotations
 
@@ -17,13 +17,12 @@ import heapq
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 from tqdm import tqdm
 
 from ..base import Ranker, TrainData
-from .deep import fit_with_validation
-from .sampling import EarlyStopping, validation_metric
+from .deep import reproducible_torch
+from .sampling import EarlyStopping, fit_with_early_stopping, validation_metric
 
 
 class GRUNet(nn.Module):
@@ -32,7 +31,7 @@ class GRUNet(nn.Module):
         self.pad = n_items
         self.item_id = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
         if feature_dim:
-            nn.init.zeros_(self.item_id.weight)  # cold items: image vector only
+            nn.init.zeros_(self.item_id.weight)  # the image part alone tells items apart at first
             self.item_image = nn.Linear(feature_dim, dim)
         else:
             nn.init.normal_(self.item_id.weight, std=0.05)
@@ -57,23 +56,27 @@ class SequenceRanker(Ranker):
     name = "gru4rec"
 
     def __init__(self, dim: int = 64, epochs: int = 40, batch_users: int = 64, chunk: int = 16,
-                 n_negatives: int = 1024, lr: float = 3e-3, weight_decay: float = 0.0, dropout: float = 0.2,
-                 id_dropout: float = 0.2, horizon: int = 1,
-                 eval_every: int = 2, patience: int = 4, progress: bool = False, seed: int = 0):
+                 n_negatives: int = 1024, lr: float = 1e-3, weight_decay: float = 0.0, dropout: float = 0.2,
+                 id_dropout: float = 0.2, horizon: int = 1, max_grad_norm: float = 1.0,
+                 eval_every: int = 1, patience: int = 5,
+                 threads: int | None = 1, progress: bool = False, seed: int = 0):
         super().__init__(seed)
+        self.threads = threads
         self.dim, self.epochs, self.batch_users, self.chunk = dim, epochs, batch_users, chunk
         self.n_negatives, self.lr, self.dropout, self.id_dropout = n_negatives, lr, dropout, id_dropout
-        self.weight_decay, self.horizon = weight_decay, horizon
+        self.weight_decay, self.horizon, self.max_grad_norm = weight_decay, horizon, max_grad_norm
         self.eval_every, self.patience, self.progress = eval_every, patience, progress
         self.net: GRUNet | None = None
         self._users = self._items = None
 
     def fit(self, data: TrainData, validation: TrainData | None = None) -> "SequenceRanker":
-        fit_with_validation(self, data, validation, self.epochs)
+        with reproducible_torch(self.seed, self.threads):
+            fit_with_early_stopping(self, data, validation, self.epochs)
         return self
 
     def _train(self, data: TrainData, validation: TrainData | None, epochs: int) -> int:
-        """Train from scratch for up to ``epochs``; return the number of epochs kept."""
+        """Train from scratch for up to ``epochs``; return the number of epochs worth keeping."""
+        torch.manual_seed(self.seed)  # init and dropout: the same draws for the same seed
         self.seen = data.matrix()
         rng = np.random.default_rng(self.seed)
         features = None
@@ -87,7 +90,8 @@ class SequenceRanker(Ranker):
         targets = np.concatenate([s[1:] for s in sequences] + [np.zeros(0, dtype=np.int64)])
         share = np.bincount(targets, minlength=data.n_items + 1) / max(1, len(targets))
         self._target_share, self._pool_size = torch.as_tensor(share, dtype=torch.float32), len(pool)
-        self.net = net = GRUNet(data.n_items, 0 if features is None else features.shape[1], self.dim, self.dropout)
+        feature_dim = 0 if features is None else features.shape[1]
+        self.net = net = GRUNet(data.n_items, feature_dim, self.dim, self.dropout)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         stopper = EarlyStopping(self.patience)
         for epoch in tqdm(range(1, epochs + 1), desc=self.name, disable=not self.progress):
@@ -96,13 +100,15 @@ class SequenceRanker(Ranker):
             h = None
             for k in range(inputs.shape[1]):
                 h0 = net.h0.expand(1, len(inputs), -1)
-                h = h0 if h is None else torch.where(starts[:, k, None], h0, h.detach())  # new user: fresh state
+                # a lane that starts a new user starts from h0; the others carry their state on
+                h = h0 if h is None else torch.where(starts[:, k, None], h0, h.detach())
                 out, h = net.run(inputs[:, k], features, h)
                 negatives = pool[torch.from_numpy(rng.integers(len(pool), size=self.n_negatives))]
                 loss = self._loss(net, out, targets[:, k], negatives, features)
                 if loss is not None:
                     opt.zero_grad()
                     loss.backward()
+                    nn.utils.clip_grad_norm_(net.parameters(), self.max_grad_norm)  # RNNs: no blow-ups
                     opt.step()
             self._freeze(sequences, features)
             if validation is not None and epoch % self.eval_every == 0:
@@ -116,11 +122,11 @@ class SequenceRanker(Ranker):
 
     def _lanes(self, sequences: list[np.ndarray], pad: int, rng: np.random.Generator):
         """Session-parallel batches (GRU4Rec): users in random order are dealt to ``batch_users``
-        lanes, always to the shortest lane, each user padded to whole ``chunk``-step windows, so a
-        window never spans two users and every optimiser step sees ``batch_users`` users at once.
-        Returns inputs (lanes, windows, chunk), targets (lanes, windows, chunk, horizon): the next
-        ``horizon`` items of each position, and starts (lanes, windows): True
-        where a window begins a new user (the state is reset there)."""
+        lanes, always to the shortest, each padded to whole ``chunk``-step windows, so a window
+        never spans two users and every optimiser step sees ``batch_users`` users (batching users
+        by length instead lets the few longest histories drive long runs of steps on their own).
+        Returns inputs (lanes, windows, chunk), targets (lanes, windows, chunk, horizon) and
+        starts (lanes, windows): True where a window begins a new user (the state is reset)."""
         lanes: list[list[tuple[np.ndarray, np.ndarray, bool]]] = [[] for _ in range(self.batch_users)]
         heap = [(0, lane) for lane in range(self.batch_users)]
         for user in rng.permutation(len(sequences)):
@@ -131,9 +137,10 @@ class SequenceRanker(Ranker):
             x, y = np.full(n, pad), np.full((n, self.horizon), pad)
             x[:len(seq) - 1] = seq[:-1]
             for k in range(self.horizon):  # y[p, k]: the item k + 1 steps after position p
-                y[:len(seq) - 1 - k, k] = seq[1 + k:]
+                y[:max(0, len(seq) - 1 - k), k] = seq[1 + k:]
             length, lane = heapq.heappop(heap)
-            lanes[lane] += [(x[w:w + self.chunk], y[w:w + self.chunk], w == 0) for w in range(0, n, self.chunk)]
+            lanes[lane] += [(x[w:w + self.chunk], y[w:w + self.chunk], w == 0)
+                            for w in range(0, n, self.chunk)]
             heapq.heappush(heap, (length + n // self.chunk, lane))
         n_windows = max(map(len, lanes))
         inputs = np.full((self.batch_users, n_windows, self.chunk), pad)
@@ -197,7 +204,7 @@ class SequenceRanker(Ranker):
         self._items = torch.cat([items, bias], dim=1).numpy()
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        return self._users[np.asarray(users)] @ self._items.T
+        return self._users[np.atleast_1d(users)] @ self._items.T
 
     def user_vectors(self) -> np.ndarray:
         return self._users
