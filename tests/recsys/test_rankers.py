@@ -51,7 +51,7 @@ FACTORIES = {
     "itemknn": lambda seed=0: ItemKNN(neighbours=10, seed=seed),
     "ease": lambda seed=0: EASE(l2=10.0, seed=seed),
     "visual_knn": lambda seed=0: VisualKNN(seed=seed),
-    "bpr": lambda seed=0: BPR(factors=8, epochs=30, batch_size=256, lr=0.05, patience=None, seed=seed),
+    "bpr": lambda seed=0: BPR(factors=8, epochs=30, lr=0.05, patience=None, seed=seed),
     "vbpr": lambda seed=0: VBPR(factors=8, visual_factors=8, epochs=30, batch_size=256, lr=0.02,
                                 patience=None, seed=seed),
 }
@@ -135,7 +135,7 @@ def test_vbpr_cold_items_keep_zero_latent_factors(negatives, batch_size, data):
 
 def test_early_stopping_on_validation_records_the_best_epoch(data):
     train, test = data
-    model = BPR(factors=8, epochs=40, batch_size=256, eval_every=5, patience=2).fit(train, test)
+    model = BPR(factors=8, epochs=40, eval_every=5, patience=2).fit(train, test)
     assert model.history and model.best_epoch == max(model.history, key=lambda h: h[1])[0]
 
 
