@@ -60,6 +60,11 @@ class Dataset:
     def manifest_path(self) -> Path:
         return self.root / "dataset.json"
 
+    @property
+    def landing_events_dir(self) -> Path:
+        """Feedback events posted to the serving API (see ``data.landing``)."""
+        return self.root / "landing" / "events"
+
     def exists(self) -> bool:
         return self.items_path.is_file() and self.events_path.is_file()
 
@@ -76,8 +81,16 @@ class Dataset:
         return read_table(self.items_path, ITEM_COLUMNS)
 
     def read_events(self) -> pd.DataFrame:
+        """events.csv, then the events landed by the serving API (with their ``event_id``; that
+        column is absent when nothing has landed, so the table is exactly events.csv then)."""
+        from .landing import read_landed_events
+
         self.check()
-        return read_table(self.events_path, EVENT_COLUMNS)
+        events = read_table(self.events_path, EVENT_COLUMNS)
+        landed = read_landed_events(self)
+        if landed.empty:
+            return events
+        return pd.concat([events, landed], ignore_index=True)
 
     def read_users(self) -> pd.DataFrame | None:
         return read_table(self.users_path, ("user_id",)) if self.users_path.is_file() else None
