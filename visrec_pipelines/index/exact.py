@@ -6,6 +6,8 @@ precomputed row lists per category and per tag, so a filtered query only scores 
 """
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -136,9 +138,18 @@ class ExactIndex:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tags = np.asarray([_TAG_JOIN.join(t) for t in self.tags], dtype=str)
-        with open(path, "wb") as f:  # an open file keeps numpy from appending ".npz" to the name
-            np.savez(f, item_ids=self.item_ids, vectors=self.vectors, categories=self.categories,
-                     tags=tags, source=np.asarray(self.source))
+        # Write beside, then rename: a server polling this file sees the old or the new snapshot,
+        # never a half-written one.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "wb") as f:  # an open file keeps numpy from appending ".npz" to the name
+                np.savez(f, item_ids=self.item_ids, vectors=self.vectors, categories=self.categories,
+                         tags=tags, source=np.asarray(self.source))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod
