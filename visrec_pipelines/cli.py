@@ -124,6 +124,31 @@ def promote(dataset_name: str | None, rollback: bool) -> None:
                f"history {promotion.history(name)}")
 
 
+@main.command("serve")
+@click.option("--dataset", "dataset_name", default=None, help="default: $VISREC_DATASET or demo")
+@click.option("--host", default="127.0.0.1", show_default=True, help="bind address (loopback by default)")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--poll-seconds", default=None, type=float,
+              help="check for a new champion/index this often [default: $VISREC_SERVING_POLL_S or 10]")
+@click.option("--index-source", type=click.Choice(["snapshot", "milvus"]), default=None,
+              help="snapshot: the .npz the item_index asset writes; milvus: export the aliased "
+                   "collection [default: $VISREC_INDEX_SOURCE or snapshot]")
+@click.option("--encoder", default=None, help="encoder for search by image, or 'none' "
+                                              "[default: $VISREC_SERVING_ENCODER or efficientnet-lite0]")
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+def serve(dataset_name, host, port, poll_seconds, index_source, encoder, access_log) -> None:
+    """Serve recommendations, similar items, search by image, feedback events and the gallery
+    (OpenAPI docs at /docs). Write endpoints need X-API-Key when VISREC_API_KEY is set."""
+    from .serving.server import serve as run_server
+    from .serving.settings import ServingSettings
+
+    overrides = {k: v for k, v in {"dataset": dataset_name, "poll_seconds": poll_seconds,
+                                   "index_source": index_source, "encoder": encoder}.items() if v is not None}
+    settings = ServingSettings(**overrides)
+    click.echo(f"serving dataset {settings.dataset!r} on http://{host}:{port} (docs at /docs)")
+    run_server(settings, host=host, port=port, access_log=access_log)
+
+
 @main.command("run")
 @click.option("--dataset", "dataset_name", default=None, help="default: $VISREC_DATASET or demo")
 def run(dataset_name: str | None) -> None:

@@ -1,0 +1,87 @@
+"""The champion ranker, loaded from the MLflow registry and checked before it may serve.
+
+Scoring one user is the hot path. Factorised rankers (score = user_vectors @ item_vectors.T) score
+with one small matrix-vector product on arrays taken out of the model once at load; the others go
+through ``ranker.score`` for that one user.
+"""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..recsys.bundle import RankerBundle
+
+
+class ChampionLoadError(RuntimeError):
+    """A registered version that cannot serve: unloadable artifact or failed smoke test."""
+
+
+@dataclass
+class Champion:
+    bundle: RankerBundle
+    version: str
+    ranker_name: str
+    loaded_at: float
+
+    def __post_init__(self):
+        ranker = self.bundle.ranker
+        users, items = ranker.user_vectors(), ranker.item_vectors()
+        self.user_vectors = self.item_vectors = None
+        if users is not None and items is not None:
+            self.user_vectors = np.ascontiguousarray(users, dtype=np.float32)
+            self.item_vectors = np.ascontiguousarray(items, dtype=np.float32)
+        self.seen = getattr(ranker, "seen", None)
+        self.popularity = np.asarray(self.bundle.popularity, dtype=np.float32)
+        self.n_items = len(self.bundle.item_ids)
+        self.n_users = len(self.bundle.user_ids)
+
+    def user_row(self, user_id: str) -> int | None:
+        return self.bundle.user_index(user_id)
+
+    def scores(self, user_row: int) -> np.ndarray:
+        """A fresh float32 vector of this user's scores over the champion's items."""
+        if self.user_vectors is not None:
+            return self.item_vectors @ self.user_vectors[user_row]
+        return np.asarray(self.bundle.ranker.score(np.asarray([user_row]))[0], dtype=np.float32).copy()
+
+    def seen_items(self, user_row: int) -> np.ndarray:
+        if self.seen is None:
+            return np.empty(0, dtype=np.intp)
+        return self.seen.indices[self.seen.indptr[user_row]:self.seen.indptr[user_row + 1]]
+
+    def check(self) -> None:
+        """Smoke test before serving: sizes agree and a known user gets finite scores."""
+        if self.n_items == 0 or self.n_users == 0:
+            raise ChampionLoadError(f"version {self.version} has {self.n_users} users and {self.n_items} items")
+        if len(self.popularity) != self.n_items:
+            raise ChampionLoadError(f"version {self.version}: popularity has {len(self.popularity)} "
+                                    f"entries for {self.n_items} items")
+        for row in {0, self.n_users - 1}:
+            scores = self.scores(row)
+            if scores.shape != (self.n_items,):
+                raise ChampionLoadError(f"version {self.version} scores {scores.shape} for {self.n_items} items")
+            if not np.isfinite(scores).any():
+                raise ChampionLoadError(f"version {self.version} gives no finite score to user {row}")
+
+
+def load_champion(dataset: str, version: str, loader=None) -> Champion:
+    """Load a registered version and smoke-test it; raises ChampionLoadError with the cause."""
+    from .. import promotion
+
+    loader = loader or promotion.load_bundle
+    try:
+        bundle = loader(dataset, version)
+    except Exception as exc:  # unpickling garbage can raise anything
+        raise ChampionLoadError(f"version {version} of {promotion.model_name(dataset)} cannot be loaded: "
+                                f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(bundle, RankerBundle):
+        raise ChampionLoadError(f"version {version} holds a {type(bundle).__name__}, not a RankerBundle")
+    try:
+        champion = Champion(bundle, str(version), getattr(bundle.ranker, "name", type(bundle.ranker).__name__),
+                            time.time())
+        champion.check()
+    except ChampionLoadError:
+        raise
+    except Exception as exc:
+        raise ChampionLoadError(f"version {version} fails its smoke test: {type(exc).__name__}: {exc}") from exc
+    return champion

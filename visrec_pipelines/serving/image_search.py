@@ -1,0 +1,85 @@
+"""Search by image: the platform's encoder, loaded in the background (importing torch and opening
+the ONNX graph takes seconds; the rest of the API answers meanwhile).
+
+Uploads go through the pipeline's own decode path (``load_rgb``: byte, pixel-count and type limits,
+normalisation), so a query vector lives in the same space as the catalogue's, and a bad upload is
+refused with the same reasons the image quarantine uses.
+"""
+import threading
+from functools import lru_cache
+
+import numpy as np
+
+from ..vision.images import ImageLimits, ImageRejected, load_rgb
+
+# ImageRejected.reason -> HTTP status: too big -> 413, not a (supported) picture -> 415, a picture
+# that cannot be used -> 422.
+STATUS_FOR_REASON = {"file_too_large": 413, "decompression_bomb": 413, "not_an_image": 415,
+                     "unsupported_mode": 415, "zero_byte": 422, "truncated": 422, "too_small": 422,
+                     "unreadable": 422, "missing_file": 422}
+
+
+class ImageSearch:
+    def __init__(self, encoder_name: str, weights_path: str | None, limits: ImageLimits):
+        self.encoder_name, self.weights_path, self.limits = encoder_name, weights_path, limits
+        self.encoder = None
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.encoder_name.lower() != "none"
+
+    def start(self) -> None:
+        if self.enabled and self._thread is None:
+            self._thread = threading.Thread(target=self._load, name="visrec-encoder", daemon=True)
+            self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            self.encoder = _encoder(self.encoder_name, self.weights_path)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def wait(self, timeout: float) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.encoder is not None
+
+    def status(self) -> dict:
+        if not self.enabled:
+            return {"state": "disabled"}
+        if self.encoder is not None:
+            return {"state": "ready", "encoder_id": self.encoder.encoder_id, "dim": self.encoder.dim,
+                    "runtime": self.encoder.runtime}
+        return {"state": "failed", "error": self.error} if self.error else {"state": "loading"}
+
+    def vector(self, data: bytes, index_dim: int, index_encoder_id: str | None = None) -> np.ndarray:
+        """Unit vector of an uploaded picture; raises ImageRejected, or RuntimeError if unavailable."""
+        encoder = self.encoder
+        if encoder is None:
+            raise RuntimeError("search by image is " + ("disabled (VISREC_SERVING_ENCODER=none)" if not self.enabled
+                                                        else f"unavailable: {self.error}" if self.error
+                                                        else "still loading its encoder; retry shortly"))
+        if encoder.dim != index_dim:
+            raise RuntimeError(f"encoder {encoder.encoder_id} gives {encoder.dim}-d vectors but the item index "
+                               f"holds {index_dim}-d ones: serve with the encoder the index was built with")
+        if index_encoder_id and index_encoder_id != encoder.encoder_id:
+            raise RuntimeError(f"the item index was embedded with {index_encoder_id}, this server has "
+                               f"{encoder.encoder_id}: set VISREC_SERVING_ENCODER / VISREC_ENCODER_WEIGHTS to match")
+        picture, _notes = load_rgb(data, self.limits)
+        batch = encoder.preprocessing.to_tensor(picture)[None]
+        with self._lock:   # one session run at a time: onnxruntime lanes are sized for the cores
+            return encoder.encode_in_lane(batch).features[0]
+
+
+@lru_cache(maxsize=2)
+def _encoder(name: str, weights_path: str | None):
+    """One encoder per process and configuration (several apps in one process share it)."""
+    from ..vision.encoders import build_encoder
+
+    return build_encoder(name, weights_path=weights_path)
+
+
+__all__ = ["ImageSearch", "ImageRejected", "STATUS_FOR_REASON"]

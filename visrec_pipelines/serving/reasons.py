@@ -1,0 +1,72 @@
+"""Why an item is shown: said in words a shopper understands, with the evidence behind them.
+
+Known users: the item from their history it looks most like (cosine of the image vectors) and the
+tags it shares with what they liked. Cold start: it is popular in its category. Similar items: the
+tags shared with the item asked about.
+"""
+from collections import Counter
+
+import numpy as np
+
+MAX_SHARED = 3
+LOOKS_LIKE_MIN = 0.5  # below this cosine "looks like" would not be believable; tags alone speak then
+
+
+def history_tag_counts(tag_lists) -> Counter:
+    return Counter(tag for tags in tag_lists for tag in set(tags))
+
+
+def shared_tags(item_tags, history_counts: Counter) -> list[str]:
+    """The item's tags found in the history, the most frequent there first."""
+    shared = [t for t in item_tags if history_counts.get(t)]
+    shared.sort(key=lambda t: -history_counts[t])
+    return shared[:MAX_SHARED]
+
+
+def looks_like(rec_vectors: np.ndarray, history_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each recommended item: (position in the history of the most similar item, its cosine)."""
+    if len(rec_vectors) == 0 or len(history_vectors) == 0:
+        return np.full(len(rec_vectors), -1), np.zeros(len(rec_vectors), np.float32)
+    similarity = rec_vectors @ history_vectors.T
+    best = similarity.argmax(axis=1)
+    return best, similarity[np.arange(len(best)), best]
+
+
+def known_user_reason(similar_title: str | None, similarity: float, shared: list[str], ranker: str) -> str:
+    parts = []
+    if similar_title is not None and similarity >= LOOKS_LIKE_MIN:
+        parts.append(f"looks like “{similar_title}” you liked")
+    if shared:
+        parts.append(f"shares {', '.join(shared)} with your history")
+    return "; ".join(parts) if parts else f"picked for you by the {ranker} ranker"
+
+
+def cold_start_reason(category: str | None, position_in_category: int) -> str:
+    where = f" in {category}" if category else ""
+    return f"popular{where}" if position_in_category == 0 else f"also popular{where}"
+
+
+def similar_reason(shared: list[str], similarity: float) -> str:
+    if shared:
+        return f"looks alike ({similarity:.2f}); both {', '.join(shared)}"
+    return f"looks alike ({similarity:.2f})"
+
+
+def diverse_popular_order(popularity: np.ndarray, categories: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows by popularity, interleaved round-robin across categories (the most popular category
+    first), so a cold-start page is not ten items of one kind. Returns (rows, rank within category)."""
+    order = np.argsort(-popularity, kind="stable")
+    queues: dict[str, list[int]] = {}
+    for row in order.tolist():
+        queues.setdefault(categories[row] or "", []).append(row)
+    rows, ranks, depth = [], [], 0
+    lanes = list(queues.values())   # dict order = first appearance = category of the most popular item
+    while lanes:
+        still = []
+        for lane in lanes:
+            if depth < len(lane):
+                rows.append(lane[depth])
+                ranks.append(depth)
+                still.append(lane)
+        lanes, depth = still, depth + 1
+    return np.asarray(rows, dtype=np.intp), np.asarray(ranks, dtype=np.intp)

@@ -1,0 +1,26 @@
+"""Run the serving app with uvicorn (``visrec serve``)."""
+import logging
+import os
+
+from .settings import ServingSettings
+
+
+def serve(settings: ServingSettings, host: str = "127.0.0.1", port: int = 8000,
+          access_log: bool = False, log_level: str = "info") -> None:
+    # One BLAS thread: a matrix-vector product gains little from a second one and suffers under
+    # CPU contention (see visrec_pipelines.index); requests are the parallelism.
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)
+    except ImportError:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import uvicorn
+
+    from .app import create_app
+
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    # uvloop + httptools when installed (uvicorn[standard]): the cheapest request path uvicorn has
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level=log_level,
+                loop="auto", http="auto", timeout_keep_alive=30)

@@ -1,0 +1,79 @@
+"""Visual neighbours for serving: the exact in-memory index plus a precomputed neighbour table.
+
+One exact query scans the whole matrix: 2.7 ms at 10k x 1280 on this machine, memory-bound, which
+at concurrency 32 on one serving core queues to ~90 ms. "Similar to item X" only ever asks about
+catalogue items, so the top ``neighbours`` of every item are computed once per index version
+(blocked matrix products, ~4 s per 10k items, on the loader thread) and a request is a row lookup.
+A tag filter keeps the table's neighbours that carry the tags; that is exactly the filtered top k
+as long as at least k of them pass (anything outside the table scores lower than all of them), and
+otherwise the query falls back to the exact filtered scan, which only scores the filter's rows.
+"""
+import numpy as np
+
+from ..index.exact import ExactIndex, top_k
+
+BLOCK = 512
+
+
+class SimilarItems:
+    def __init__(self, index: ExactIndex, neighbours: int = 100, table_max_items: int = 50_000):
+        self.index = index
+        self.version = index.source or "unknown"
+        n = len(index)
+        self.table_size = min(neighbours, max(n - 1, 0))
+        self.neighbour_rows = self.neighbour_scores = None
+        if 0 < n <= table_max_items and self.table_size > 0:
+            self.neighbour_rows, self.neighbour_scores = _neighbour_table(index.vectors, self.table_size)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def similar_rows(self, index_row: int, k: int, allowed: np.ndarray | None = None,
+                     allowed_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(index rows, scores) of the k nearest items, the item itself excluded.
+
+        ``allowed``: boolean mask over index rows (a filter), with ``allowed_rows`` its sorted rows."""
+        if self.neighbour_rows is not None and k <= self.table_size:
+            rows, scores = self.neighbour_rows[index_row], self.neighbour_scores[index_row]
+            if allowed is None:
+                return rows[:k], scores[:k]
+            keep = allowed[rows]
+            if keep.sum() >= k:
+                return rows[keep][:k], scores[keep][:k]
+        return self._scan(self.index.vectors[index_row], k, allowed_rows, exclude=index_row)
+
+    def search_rows(self, vector: np.ndarray, k: int, allowed_rows: np.ndarray | None = None):
+        return self._scan(np.asarray(vector, dtype=np.float32), k, allowed_rows, exclude=None)
+
+    def _scan(self, query: np.ndarray, k: int, candidates: np.ndarray | None, exclude: int | None):
+        if candidates is None:
+            scores = self.index.vectors @ query
+            rows = None
+        else:
+            if len(candidates) == 0:
+                return np.empty(0, np.intp), np.empty(0, np.float32)
+            scores = self.index.vectors[candidates] @ query
+            rows = candidates
+        if exclude is not None:
+            if rows is None:
+                scores[exclude] = -np.inf
+            else:
+                position = np.searchsorted(rows, exclude)
+                if position < len(rows) and rows[position] == exclude:
+                    scores[position] = -np.inf
+        best = top_k(scores, k)
+        best = best[np.isfinite(scores[best])]
+        return (best if rows is None else rows[best]), scores[best]
+
+
+def _neighbour_table(vectors: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(vectors)
+    rows = np.empty((n, m), dtype=np.int32)
+    scores = np.empty((n, m), dtype=np.float32)
+    for start in range(0, n, BLOCK):
+        block = vectors[start:start + BLOCK] @ vectors.T
+        block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf  # not itself
+        best = top_k(block, m)
+        rows[start:start + len(block)] = best
+        scores[start:start + len(block)] = np.take_along_axis(block, best, axis=1)
+    return rows, scores
