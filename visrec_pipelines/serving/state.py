@@ -432,6 +432,12 @@ class StateManager:
         if self.settings.index_source == "snapshot":
             return ExactIndex.load(self.settings.snapshot_path)
         with self._milvus() as milvus:
+            collection = milvus.current_collection()
+            if collection is None:
+                raise LookupError(f"no collection behind the Milvus alias at {self._milvus_uri()}")
+            # a milvus-lite file reopened by another process has its collections released, and
+            # export's query iterator needs them loaded (a no-op on a server where it is loaded)
+            milvus._live_client().load_collection(collection)
             return ExactIndex.from_milvus(milvus)
 
     # --- the champion ---------------------------------------------------------------------------
