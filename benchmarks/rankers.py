@@ -61,15 +61,20 @@ def our_rankers() -> dict[str, tuple[type, list[dict]]]:
         "vbpr": (VBPR, grid(factors=[32], visual_factors=[32], lr=[0.005, 0.01], negatives=["all", "warm"],
                             epochs=[60], patience=[3])),
     }
-    optional = {"deep_mlp": ("deep", "DeepRanker"), "gru4rec": ("sequence", "SequenceRanker"),
-                "amr": ("amr", "AMR")}
-    for name, (module, cls) in optional.items():   # other helpers' rankers, when present
-        try:
-            registry[name] = (getattr(__import__(f"visrec_pipelines.recsys.models.{module}",
-                                                 fromlist=[cls]), cls), [{}])
-        except (ImportError, AttributeError):
-            pass
+    from visrec_pipelines.recsys.models.amr import AMR
+    from visrec_pipelines.recsys.models.deep import DeepRanker
+    from visrec_pipelines.recsys.models.sequence import SequenceRanker
+
+    registry["deep_mlp"] = (DeepRanker, [{}])
+    registry["gru4rec"] = (SequenceRanker, [{}])
+    registry["amr"] = (AMR, grid(factors=[32], visual_factors=[32], lr=[0.005, 0.01], epochs=[60],
+                                 patience=[3], epsilon=[0.1]))
     return registry
+
+
+def has_epochs(cls) -> bool:
+    """Trained for a number of epochs (so tuned with early stopping on the validation slice)?"""
+    return hasattr(cls(), "epochs")
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -178,7 +183,7 @@ def tune(cls, candidates: list[dict], split: Split) -> tuple[dict, float]:
     for params in candidates:
         model = cls(seed=SEED, **params).fit(tuning.train, tuning.test)
         ndcg = float(evaluate(model, tuning, with_auc=False)["ndcg@20"])
-        epochs = best_epoch(model) if "epochs" in cls.__init__.__code__.co_varnames else None
+        epochs = best_epoch(model) if has_epochs(cls) else None
         chosen = {**params, **({"epochs": epochs, "patience": None} if epochs else {})}
         print(f"  tune {cls.__name__:16s} {params} -> val ndcg@20 {ndcg:.4f}"
               + (f", best epoch {epochs}" if epochs else ""), flush=True)
@@ -187,12 +192,29 @@ def tune(cls, candidates: list[dict], split: Split) -> tuple[dict, float]:
     return best, best_ndcg
 
 
-def timed_fit_and_score(model: Ranker, split: Split) -> dict:
+def timed_fit_and_score(model: Ranker, split: Split, fitted: dict | None = None) -> dict:
+    """Metrics and train time of ``model`` refit on all of train; the model is kept in ``fitted``."""
     started = time.perf_counter()
     model.fit(split.fit_data())
     seconds = time.perf_counter() - started
     metrics = evaluate(model, split)
+    if fitted is not None:
+        fitted[model.name] = model
     return {**{c: float(metrics[c]) for c in COLUMNS}, "train_s": round(seconds, 3)}
+
+
+def adversarial_robustness(fitted: dict, split: Split, epsilons=(0.05, 0.1, 0.2)) -> dict:
+    """Relative NDCG@20 drop of VBPR and AMR under the same FGSM attack on the image features."""
+    from visrec_pipelines.recsys.models.amr import robustness
+
+    out = {}
+    for name in ("vbpr", "amr"):
+        if name in fitted:
+            out[name] = {str(e): robustness(fitted[name], split, e) for e in epsilons}
+            print(f"robustness {name}: " + ", ".join(
+                f"eps {e}: ndcg {r['ndcg@20']:.4f} -> {r['ndcg@20_attacked']:.4f} "
+                f"(-{100 * r['ndcg@20_drop']:.1f}%)" for e, r in out[name].items()), flush=True)
+    return out
 
 
 def print_table(results: dict, params: dict) -> None:
@@ -210,18 +232,18 @@ def clean(value):
     return round(value, 5) if isinstance(value, float) else value
 
 
-def run_ours(split: Split, wanted) -> tuple[dict, dict]:
+def run_ours(split: Split, wanted, fitted: dict) -> tuple[dict, dict]:
     results, params = {}, {}
     progress = {"progress": sys.stderr.isatty()}
     for name, (cls, candidates) in our_rankers().items():
         if not wanted(name):
             continue
         extra = progress if "progress" in cls.__init__.__code__.co_varnames else {}
-        if len(candidates) > 1 or "epochs" in cls.__init__.__code__.co_varnames:
+        if len(candidates) > 1 or has_epochs(cls):
             chosen, val_ndcg = tune(cls, candidates, split)
         else:
             chosen, val_ndcg = candidates[0], float("nan")
-        results[name] = timed_fit_and_score(cls(seed=SEED, **chosen, **extra), split)
+        results[name] = timed_fit_and_score(cls(seed=SEED, **chosen, **extra), split, fitted)
         params[name] = {**chosen, "val_ndcg@20": round(val_ndcg, 4)}
         print(f"{name}: {results[name]}", flush=True)
     if wanted("bpr_cornac_settings"):   # the same epochs and factors as cornac_bpr, no early stopping
@@ -265,7 +287,9 @@ def main() -> None:
     print(f"protocol {split.protocol}\nsplit {split.report}\nimage features {encoder_id}", flush=True)
 
     wanted = (lambda name: not args.only or name in args.only)
-    results, params = run_ours(split, wanted)
+    fitted: dict = {}
+    results, params = run_ours(split, wanted, fitted)
+    robust = adversarial_robustness(fitted, split)
     for name, (factory, settings) in cornac_peers().items():
         if wanted(name):
             results[name], params[name] = timed_fit_and_score(factory(), split), settings
@@ -281,6 +305,8 @@ def main() -> None:
     print(json.dumps({"models": {n: {k: clean(v) for k, v in r.items()} for n, r in results.items()},
                       "best_ours": best_ours, "best_peer": best_peer, "ndcg_ratio": clean(ratio),
                       "targets": targets(results, ratio),
+                      "adversarial_ndcg_drop": {n: {e: clean(r["ndcg@20_drop"]) for e, r in per.items()}
+                                                for n, per in robust.items()},
                       "protocol": split.protocol, "split": split.report, "image_features": encoder_id,
                       "params": {n: {k: clean(v) for k, v in p.items()} for n, p in params.items()}}))
 
