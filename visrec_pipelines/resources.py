@@ -115,8 +115,13 @@ class VectorIndexResource(ConfigurableResource):
     uri: Optional[str] = None
     alias: str = "visrec_items"
 
-    def open(self, dataset: str):
+    def open(self, dataset: str, purpose: str = "items"):
+        """``purpose`` "items": image vectors; "champion": the champion ranker's item vectors. With
+        milvus-lite each purpose gets its own file (one process may hold a file at a time, and
+        re-indexing the catalogue must not wait for a champion publication, nor the reverse)."""
         from .index.milvus_index import MilvusItemIndex
 
-        uri = self.uri or str(settings.warehouse_dir() / dataset / "milvus.db")
-        return MilvusItemIndex(uri=uri, alias=f"{self.alias}_{dataset}")  # one alias per dataset
+        suffix = "" if purpose == "items" else f"_{purpose}"
+        uri = self.uri or str(settings.warehouse_dir() / dataset / f"milvus{suffix}.db")
+        alias = self.alias if purpose == "items" else f"visrec_{purpose}"
+        return MilvusItemIndex(uri=uri, alias=f"{alias}_{dataset}")  # one alias per dataset

@@ -75,6 +75,23 @@ def test_every_ranker_is_evaluated_and_the_best_becomes_champion(shop):
     assert max(ndcg["vbpr"], ndcg["visual_knn"]) > ndcg["bpr"]   # shoppers here follow visual taste
 
 
+def test_the_new_champion_is_published_for_serving(shop):
+    import json
+
+    import numpy as np
+
+    root, _, _ = shop
+    published = latest("champion_vectors")
+    manifest = json.loads((root / "warehouse" / "demo" / "champion.json").read_text())
+    champion = promotion.current_champion("demo")
+    assert manifest["version"] == str(champion.version) == published["champion_version"]
+    if manifest["factorised"]:       # user · item vectors reproduce the champion's scores
+        snapshot = np.load(root / "warehouse" / "demo" / "champion_vectors.npz")
+        bundle = promotion.load_bundle("demo", manifest["version"])
+        scores = bundle.ranker.score(np.arange(3))
+        assert np.allclose(snapshot["user_vectors"][:3] @ snapshot["item_vectors"].T, scores, atol=1e-4)
+
+
 def test_incremental_embedding(shop):
     root, ds, _ = shop
     items = ds.read_items()

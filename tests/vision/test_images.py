@@ -215,3 +215,30 @@ def test_real_posters_are_accepted():
     assert accepted.height.eq(268).all() and accepted.sha256.is_unique
     image, notes = load_rgb(POSTERS / names[0])
     assert image.mode == "RGB" and notes == []
+
+
+def test_validation_cache_opens_only_new_or_changed_files(tmp_path, monkeypatch):
+    from visrec_pipelines.vision import images as images_module
+    from visrec_pipelines.vision.images import ImageCheckCache, validate_images
+
+    for name, colour in (("a", "red"), ("b", "blue")):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / f"{name}.png")
+    records = pd.DataFrame({"item_id": ["a", "b", "c"], "image_path": ["a.png", "b.png", "missing.png"]})
+    opened = []
+    real = images_module._inspect_record
+    monkeypatch.setattr(images_module, "_inspect_record",
+                        lambda path, *args: opened.append(path) or real(path, *args))
+    store = ImageCheckCache(tmp_path / "checks.json")
+    cache = store.load()
+    accepted, quarantined = validate_images(records, lambda p: tmp_path / p, cache=cache)
+    store.save(cache)
+    assert sorted(accepted["item_id"]) == ["a", "b"] and list(quarantined["item_id"]) == ["c"]
+    assert sorted(opened) == ["a.png", "b.png", "missing.png"]
+
+    opened.clear()
+    Image.new("RGB", (8, 8), "green").save(tmp_path / "b.png")        # changed: now too small
+    os.utime(tmp_path / "b.png", ns=(1, 1))
+    again, quarantined = validate_images(records, lambda p: tmp_path / p, cache=store.load())
+    assert sorted(opened) == ["b.png", "missing.png"]                  # a.png reused, unchanged
+    assert list(again["item_id"]) == ["a"]
+    assert dict(zip(quarantined["item_id"], quarantined["reason"])) == {"b": "too_small", "c": "missing_file"}

@@ -6,8 +6,9 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Asset
 
 from ..quality.behaviour import ITEMS_SUITE, validate_items
 from ..quality.suites import check_names
+from .. import settings
 from ..resources import DatasetResource
-from ..vision.images import ImageLimits, thumbnail_data_uri, validate_images
+from ..vision.images import ImageCheckCache, ImageLimits, thumbnail_data_uri, validate_images
 from .metadata import counts_table, dataset_metadata, gallery, table_preview
 
 GROUP = "catalogue"
@@ -38,7 +39,13 @@ def raw_images(context: AssetExecutionContext, config: ImageCheckConfig, dataset
                catalogue_source: pd.DataFrame):
     limits = ImageLimits(config.min_side, config.max_pixels, config.max_bytes)
     ds = dataset.dataset
-    accepted, quarantined = validate_images(catalogue_source, ds.image_file, limits, progress=True)
+    checks = ImageCheckCache(settings.warehouse_dir() / dataset.name / "image_checks.json")
+    cache = checks.load()
+    before = dict(cache)
+    accepted, quarantined = validate_images(catalogue_source, ds.image_file, limits, progress=True,
+                                            cache=cache)
+    reused = sum(1 for path, entry in cache.items() if before.get(path) is entry)
+    checks.save(cache, keep=set(catalogue_source["image_path"].dropna().astype(str)))
     total = len(catalogue_source)
     fraction = len(quarantined) / total if total else 0.0
     thumbnails = [(f"{r.item_id} ({r.notes or 'ok'})", thumbnail_data_uri(ds.image_file(r.image_path)))
@@ -47,6 +54,7 @@ def raw_images(context: AssetExecutionContext, config: ImageCheckConfig, dataset
     yield Output(accepted, output_name="raw_images", metadata={
         **dataset_metadata(dataset.version()), "images_in": total, "accepted": len(accepted),
         "quarantined": len(quarantined), "normalised": int((accepted["notes"] != "").sum()),
+        "opened_now": total - reused, "unchanged_reused": reused,
         "thumbnails": gallery(thumbnails)})
     yield Output(quarantined, output_name="quarantined_images", metadata={
         "rows": len(quarantined), "by_reason": counts_table(reasons),

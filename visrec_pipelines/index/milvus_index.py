@@ -57,9 +57,12 @@ class MilvusItemIndex:
     # --- building ------------------------------------------------------------------------------
     def build(self, item_ids: Sequence[str], vectors, categories: Sequence[str] | None = None,
               tags: Sequence | None = None, titles: Sequence[str] | None = None,
-              index_type: str = "FLAT", build_params: dict | None = None) -> str:
-        """Index these items in a new collection, switch the alias to it, drop old ones. Returns its name."""
-        vectors = unit_rows(vectors)
+              index_type: str = "FLAT", build_params: dict | None = None, normalise: bool = True) -> str:
+        """Index these items in a new collection, switch the alias to it, drop old ones. Returns its name.
+
+        ``normalise=False`` keeps vector lengths: for a ranker's item vectors, whose inner product
+        with a user vector is the score (image vectors are unit length, so IP is cosine)."""
+        vectors = unit_rows(vectors) if normalise else np.ascontiguousarray(vectors, dtype=np.float32)
         ids = [str(i) for i in item_ids]
         n, dim = vectors.shape
         categories, tags, titles = (list(x) if x is not None else [None] * n for x in (categories, tags, titles))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import os
 import warnings
 from collections.abc import Callable
@@ -88,13 +89,16 @@ def inspect_image(path: Path, limits: ImageLimits = ImageLimits()) -> dict:
 
 def validate_images(records: pd.DataFrame, resolve: Callable[[str], Path],
                     limits: ImageLimits = ImageLimits(),
-                    progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split records (item_id, image_path) into (accepted, quarantined); every record lands in one."""
+                    progress: bool = False, cache: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split records (item_id, image_path) into (accepted, quarantined); every record lands in one.
+
+    ``cache`` ({image_path: [file signature, result]}, updated in place) lets a re-run open only new
+    or changed files: a file whose size, mtime and limits are unchanged reuses its last result."""
     accepted, quarantined = [], []
     rows = records[["item_id", "image_path"]].itertuples(index=False)
     for item_id, image_path in tqdm(rows, total=len(records), disable=not progress,
                                     desc="validating images", unit="img"):
-        row = _inspect_record(image_path, resolve, limits)
+        row = _inspect_cached(image_path, resolve, limits, cache)
         base = {"item_id": item_id, "image_path": image_path}
         if row["ok"]:
             accepted.append(base | {k: row[k] for k in ACCEPTED_COLUMNS[2:]})
@@ -103,6 +107,27 @@ def validate_images(records: pd.DataFrame, resolve: Callable[[str], Path],
     accepted_df = pd.DataFrame(accepted, columns=ACCEPTED_COLUMNS)
     accepted_df = accepted_df.astype({"width": "int64", "height": "int64", "bytes": "int64"})
     return accepted_df, pd.DataFrame(quarantined, columns=QUARANTINED_COLUMNS)
+
+
+class ImageCheckCache:
+    """The ``validate_images`` cache as a JSON file (written atomically)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def load(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):   # first run, or a damaged file: check everything again
+            return {}
+
+    def save(self, cache: dict, keep: set[str] | None = None) -> None:
+        """Write ``cache``, forgetting paths not in ``keep`` (items that left the catalogue)."""
+        entries = {p: e for p, e in cache.items() if keep is None or p in keep}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entries))
+        os.replace(tmp, self.path)
 
 
 def thumbnail_data_uri(path: Path, size: int = 96) -> str:
@@ -115,6 +140,22 @@ def thumbnail_data_uri(path: Path, size: int = 96) -> str:
 
 
 # --- reading ---------------------------------------------------------------------------------
+
+def _inspect_cached(image_path, resolve, limits: ImageLimits, cache: dict | None) -> dict:
+    if cache is None or _is_blank(image_path):
+        return _inspect_record(image_path, resolve, limits)
+    try:
+        stat = resolve(image_path).stat()
+    except Exception:  # missing or unresolvable: let the full inspection name the reason
+        return _inspect_record(image_path, resolve, limits)
+    signature = f"{stat.st_size}:{stat.st_mtime_ns}:{limits}"
+    hit = cache.get(str(image_path))
+    if hit is not None and hit[0] == signature:
+        return hit[1]
+    row = _inspect_record(image_path, resolve, limits)
+    cache[str(image_path)] = [signature, {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}]
+    return row
+
 
 def _inspect_record(image_path, resolve: Callable[[str], Path], limits: ImageLimits) -> dict:
     if _is_blank(image_path):

@@ -1,0 +1,256 @@
+"""Sensors and the schedule, with Dagster's testing utilities: each change triggers exactly one run,
+an unchanged world triggers none, and the first look after the main job does not redo its work."""
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import (AssetMaterialization, DagsterInstance, RunRequest, SkipReason, build_schedule_context,
+                     build_sensor_context)
+from PIL import Image
+
+from visrec_pipelines import automation
+from visrec_pipelines.data.contract import Dataset, write_table
+from visrec_pipelines.data.demo import generate_demo
+
+
+@pytest.fixture
+def shop(isolated_env, monkeypatch):
+    monkeypatch.setenv("VISREC_DATASET", "demo")
+    return generate_demo(isolated_env / "assets" / "demo", n_items=40, n_users=12, seed=3)
+
+
+@pytest.fixture
+def sensors():
+    from visrec_pipelines.defs.automation import build_sensors
+
+    return {s.name: s for s in build_sensors()}
+
+
+def tick(sensor, instance, cursor=None):
+    """(run requests, skip reason, new cursor) of one evaluation."""
+    context = build_sensor_context(instance=instance, cursor=cursor)
+    result = sensor(context)
+    if isinstance(result, SkipReason):
+        return [], result.skip_message, cursor
+    requests = list(result.run_requests or [])
+    skip = result.skip_reason.skip_message if result.skip_reason else None
+    return requests, skip, result.cursor if result.cursor is not None else cursor
+
+
+def materialise(instance, key: str) -> None:
+    instance.report_runless_asset_event(AssetMaterialization(key))
+
+
+def add_item(ds: Dataset, item_id: str, colour: str) -> None:
+    Image.new("RGB", (64, 64), colour).save(ds.images_dir / f"{item_id}.jpg")
+    items = ds.read_items()
+    row = {c: "" for c in items.columns} | {"item_id": item_id, "image_path": f"images/{item_id}.jpg",
+                                             "title": f"new {colour} thing"}
+    write_table(pd.concat([items, pd.DataFrame([row])], ignore_index=True), ds.items_path)
+
+
+def land(ds: Dataset, name: str, rows: int = 3) -> None:
+    folder = ds.root / automation.LANDING_EVENTS
+    folder.mkdir(parents=True, exist_ok=True)
+    events = ds.read_events().head(rows)
+    events.to_csv(folder / name, index=False)
+
+
+# --- plain functions -------------------------------------------------------------------------------
+
+def test_catalogue_fingerprints_tell_added_changed_and_removed(shop):
+    before = automation.catalogue_fingerprints(shop)
+    assert len(before) == 40
+    add_item(shop, "new1", "red")
+    first = shop.read_items()["image_path"].iloc[0]
+    Image.new("RGB", (64, 64), "blue").save(shop.image_file(first))       # same file, new picture
+    os.utime(shop.image_file(first), ns=(time.time_ns() + 10**9,) * 2)
+    change = automation.compare(before, automation.catalogue_fingerprints(shop))
+    assert change.added == ["new1"] and change.changed == [shop.read_items()["item_id"].iloc[0]]
+    assert not change.removed
+    assert automation.compare(before, {k: v for k, v in before.items() if k != "i00001"}).removed == ["i00001"]
+
+
+def test_fingerprint_store_finds_what_a_cursor_stood_for(tmp_path):
+    store = automation.FingerprintStore(tmp_path, keep=2)
+    keys = [store.save({"a": str(n)}) for n in range(4)]
+    assert store.load(keys[-1]) == {"a": "3"} and store.load(None) == {}
+    assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_each_landing_file_is_taken_once(shop):
+    cursor = automation.BehaviourCursor()
+    files, changed, cursor = automation.new_behaviour_data(shop, cursor)
+    assert files == [] and changed                  # first look: events.csv is new
+    land(shop, "a.csv")
+    land(shop, "b.csv")
+    files, changed, cursor = automation.new_behaviour_data(shop, automation.BehaviourCursor.parse(cursor.dumps()))
+    assert files == ["a.csv", "b.csv"] and not changed
+    assert automation.new_behaviour_data(shop, cursor)[:2] == ([], False)
+    land(shop, "c.csv")
+    os.utime(shop.root / automation.LANDING_EVENTS / "c.csv", ns=(cursor.watermark_ns - 10**9,) * 2)
+    files, _, cursor = automation.new_behaviour_data(shop, cursor)   # late clock, still inside the edge
+    assert files == ["c.csv"]
+    assert automation.new_behaviour_data(shop, cursor)[0] == []
+
+
+# --- sensors ---------------------------------------------------------------------------------------
+
+def test_catalogue_sensor_runs_once_per_change(shop, sensors):
+    sensor = sensors["catalogue_sensor"]
+    with DagsterInstance.ephemeral() as instance:
+        requests, _, cursor = tick(sensor, instance)
+        assert len(requests) == 1 and sensor.job_name == "catalogue_refresh"
+        assert requests[0].tags["visrec/change"] == "40 added, 0 changed, 0 removed"
+        assert tick(sensor, instance, cursor)[0] == []                       # nothing new
+        add_item(shop, "new1", "green")
+        requests, _, cursor = tick(sensor, instance, cursor)
+        assert [r.tags["visrec/change"] for r in requests] == ["1 added, 0 changed, 0 removed"]
+        assert requests[0].tags["visrec/items"] == "new1"
+        assert tick(sensor, instance, cursor)[0] == []
+
+
+def test_catalogue_sensor_first_look_after_the_main_job_runs_nothing(shop, sensors):
+    with DagsterInstance.ephemeral() as instance:
+        materialise(instance, "item_index")              # the main job indexed everything just now
+        requests, skip, cursor = tick(sensors["catalogue_sensor"], instance)
+        assert requests == [] and "newer" in skip and cursor
+        add_item(shop, "late", "red")
+        assert len(tick(sensors["catalogue_sensor"], instance, cursor)[0]) == 1
+
+
+def test_behaviour_sensor_waits_for_the_catalogue_then_runs_once_per_batch(shop, sensors):
+    sensor = sensors["behaviour_sensor"]
+    with DagsterInstance.ephemeral() as instance:
+        requests, skip, _ = tick(sensor, instance)
+        assert requests == [] and "image_embeddings" in skip
+        materialise(instance, "image_embeddings")
+        materialise(instance, "behaviour_events")        # events.csv already consumed
+        requests, skip, cursor = tick(sensor, instance)
+        assert requests == [] and skip == "no new behaviour data"
+        land(shop, "feedback-1.csv")
+        requests, _, cursor = tick(sensor, instance, cursor)
+        assert len(requests) == 1 and sensor.job_name == "retrain"
+        assert requests[0].tags["visrec/files"] == "feedback-1.csv"
+        assert tick(sensor, instance, cursor)[0] == []
+        land(shop, "feedback-2.csv")
+        land(shop, "feedback-3.csv")
+        requests, _, cursor = tick(sensor, instance, cursor)
+        assert [r.tags["visrec/files"] for r in requests] == ["feedback-2.csv,feedback-3.csv"]
+
+
+def test_champion_sensor_publishes_each_new_champion_once(shop, sensors, monkeypatch):
+    from visrec_pipelines import promotion
+
+    champion = {"version": None}
+    monkeypatch.setattr(promotion, "current_champion", lambda dataset: (
+        None if champion["version"] is None else type("V", (), {"version": champion["version"]})()))
+    sensor = sensors["champion_sensor"]
+    with DagsterInstance.ephemeral() as instance:
+        assert tick(sensor, instance)[0] == []
+        champion["version"] = 3
+        requests, _, cursor = tick(sensor, instance)
+        assert len(requests) == 1 and sensor.job_name == "publish_champion" and cursor == "3"
+        assert tick(sensor, instance, cursor)[0] == []
+        champion["version"] = 2                                   # a rollback is a change too
+        assert tick(sensor, instance, cursor)[0][0].tags["visrec/champion"] == "2"
+
+
+def test_nightly_schedule_requests_a_retrain():
+    from visrec_pipelines.defs.automation import build_schedules
+
+    schedule = build_schedules()[0]
+    assert schedule.cron_schedule == "0 2 * * *" and schedule.job_name == "retrain"
+    result = schedule.evaluate_tick(build_schedule_context())
+    assert len(result.run_requests) == 1
+
+
+def test_the_code_location_has_the_jobs_sensors_and_schedule():
+    from visrec_pipelines.definitions import build_definitions
+
+    defs = build_definitions("demo")
+    assert {s.name for s in defs.sensors} == {"catalogue_sensor", "behaviour_sensor", "champion_sensor"}
+    for job in ("catalogue_refresh", "retrain", "publish_champion"):
+        assert defs.resolve_job_def(job) is not None
+
+
+# --- end to end with a real dagster-daemon ---------------------------------------------------------
+
+def _runs_by_job(instance) -> dict:
+    out = {}
+    for run in instance.get_runs():
+        out.setdefault(run.job_name, []).append(run)
+    return out
+
+
+def _wait_for(instance, predicate, what: str, daemon, timeout: float = 360):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runs = _runs_by_job(instance)
+        failed = [r for rs in runs.values() for r in rs if r.status.value == "FAILURE"
+                  and r.job_name != "retrain"]   # a retrain whose gate says no is a failed step
+        assert not failed, f"runs failed: {[(r.job_name, r.run_id) for r in failed]}"
+        if predicate(runs):
+            return runs
+        assert daemon.poll() is None, "dagster-daemon exited"
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}; runs so far: "
+                         f"{ {j: [r.status.value for r in rs] for j, rs in _runs_by_job(instance).items()} }")
+
+
+def _done(runs, job, n=1) -> bool:
+    finished = [r for r in runs.get(job, []) if r.is_finished]
+    return len(finished) >= n
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_daemon_carries_new_images_and_events_to_a_gated_model(shop, monkeypatch):
+    """Fresh shop, nobody clicks anything: the daemon's sensors build the catalogue, train and
+    promote a champion and publish it; then a new image and a batch of feedback events arrive and
+    are carried through refresh, retraining and the gate on their own."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from visrec_pipelines import promotion
+
+    home = Path(os.environ["DAGSTER_HOME"])
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("VISREC_SENSOR_INTERVAL", "2")
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "visrec_pipelines.definitions"],
+        env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=open(home / "daemon.log", "wb"),
+        start_new_session=True)
+    try:
+        with DagsterInstance.get() as instance:
+            runs = _wait_for(instance, lambda r: _done(r, "publish_champion"), "first champion", daemon)
+            assert all(r.status.value == "SUCCESS" for r in runs["catalogue_refresh"] + runs["publish_champion"])
+            first = str(promotion.current_champion("demo").version)
+            assert (Path(os.environ["VISREC_WAREHOUSE"]) / "demo" / "champion.json").is_file()
+
+            add_item(shop, "arrival", "purple")
+            events = shop.read_events()
+            feedback = events[events["event_type"] == "view"].head(12).assign(event_type="purchase", value="1")
+            land(shop, "feedback.csv", rows=0)
+            feedback.to_csv(shop.root / automation.LANDING_EVENTS / "feedback.csv", index=False)
+            runs = _wait_for(instance, lambda r: _done(r, "catalogue_refresh", 2) and _done(r, "retrain", 2),
+                             "refresh and retrain after new data", daemon)
+            refresh = runs["catalogue_refresh"][0]            # newest first
+            assert refresh.tags["visrec/change"] == "1 added, 0 changed, 0 removed"
+            assert runs["retrain"][0].tags["visrec/files"] == "feedback.csv"
+            versions = promotion._client().search_model_versions(f"name='{promotion.model_name('demo')}'")
+            gated = [int(v.version) for v in versions if (v.tags or {}).get("gate_decision")]
+            assert max(gated) > int(first), "a new challenger was registered and gated"
+    except AssertionError:
+        print((home / "daemon.log").read_text()[-6000:])
+        raise
+    finally:
+        os.killpg(daemon.pid, signal.SIGINT)
+        try:
+            daemon.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)

@@ -1,0 +1,98 @@
+"""The production path on one machine: the same code location with Dagster on PostgreSQL, each step
+in its own process (multiprocess executor), and MLflow as a tracking server over HTTP.
+(A Milvus server is the one piece this machine cannot run; MILVUS_URI switches to it.)"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from visrec_pipelines.data.demo import generate_demo
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", (tmp_path / "server-artifacts").as_uri(), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "mlflow server did not start"
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+@pytest.fixture
+def postgres_db(postgres_url):
+    import uuid
+
+    name = f"visrec_scale_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(postgres_url)
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    yield name
+    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_whole_graph_with_postgres_multiprocess_and_an_mlflow_server(isolated_env, postgres_db, mlflow_server,
+                                                                     monkeypatch):
+    shutil.copy(REPO / "deploy" / "postgres" / "dagster.yaml", isolated_env / "dagster_home" / "dagster.yaml")
+    env = {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USERNAME": "postgres",
+           "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": postgres_db, "MLFLOW_TRACKING_URI": mlflow_server,
+           "VISREC_EXECUTOR": "multiprocess", "VISREC_MAX_CONCURRENT": "2", "VISREC_AUTOMATION": "off"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    generate_demo(isolated_env / "assets" / "demo", n_items=40, n_users=16, seed=5)
+
+    done = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "visrec_pipelines.definitions",
+                           "--select", "*"], env=dict(os.environ), capture_output=True, text=True, timeout=840)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=postgres_db) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT status FROM runs")
+        assert [row[0] for row in cur.fetchall()] == ["SUCCESS"]
+        cur.execute("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'STEP_WORKER_STARTED'")
+        assert cur.fetchone()[0] >= 10                       # steps ran in their own processes
+        cur.execute("SELECT count(DISTINCT asset_key) FROM event_logs "
+                    "WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
+        assert cur.fetchone()[0] >= 20
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    champion = client.get_model_version_by_alias("visrec-ranker-demo", "champion")
+    assert champion.tags.get("gate_decision") == "promoted"
+    assert not (isolated_env / "mlflow" / "mlflow.db").exists()   # nothing fell back to the local store
