@@ -127,3 +127,25 @@ def test_other_rankers_serve_through_the_same_path(shop, app_factory, ranker):
         bundle = promotion.load_bundle(dataset, version)
         assert [i["item_id"] for i in body["items"]] == bundle.recommend([user], k=5)["item_id"].tolist()
         assert client.get("/status").json()["champion"]["fast_path"] == (ranker == "mostpop")
+
+
+@pytest.mark.parametrize("cached", [200, 3])
+def test_filtered_recommendations_match_brute_force(shop, app_factory, monkeypatch, cached):
+    """Per-user cached best items, filtered, or (when the filter leaves too few) a full rescoring:
+    both give exactly the champion's top k among the items carrying the tags."""
+    from visrec_pipelines.serving import state as serving_state
+
+    monkeypatch.setattr(serving_state, "TOP_CACHED", cached)
+    bundle = promotion.load_bundle("demo", str(promotion.current_champion("demo").version))
+    tags_of = dict(zip(shop.index.item_ids.tolist(), shop.index.tags))
+    with TestClient(app_factory("demo")) as client:
+        for user in shop.split.train.user_ids[:4]:
+            row = bundle.user_index(user)
+            scores = bundle.ranker.score(np.array([row]))[0].astype(float)
+            scores[bundle.ranker.seen[row].indices] = -np.inf
+            for tags, k in ((["red"], 3), (["shoe"], 2), ([], 6), (["blue", "dotted"], 5)):
+                keep = [i for i, item in enumerate(bundle.item_ids) if set(tags) <= set(tags_of[item])
+                        and np.isfinite(scores[i])]
+                expected = [bundle.item_ids[i] for i in sorted(keep, key=lambda i: -scores[i])[:k]]
+                got = client.get(f"/recommendations/{user}", params={"k": k, "tags": tags}).json()["items"]
+                assert [i["item_id"] for i in got] == expected, (user, tags)

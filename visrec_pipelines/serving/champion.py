@@ -38,11 +38,13 @@ class Champion:
     def user_row(self, user_id: str) -> int | None:
         return self.bundle.user_index(user_id)
 
-    def scores(self, user_row: int) -> np.ndarray:
-        """A fresh float32 vector of this user's scores over the champion's items."""
+    def scores(self, user_row: int, items: np.ndarray | None = None) -> np.ndarray:
+        """A fresh float32 vector of this user's scores over the champion's items (or those rows)."""
         if self.user_vectors is not None:
-            return self.item_vectors @ self.user_vectors[user_row]
-        return np.asarray(self.bundle.ranker.score(np.asarray([user_row]))[0], dtype=np.float32).copy()
+            vectors = self.item_vectors if items is None else np.take(self.item_vectors, items, axis=0)
+            return vectors @ self.user_vectors[user_row]
+        scores = np.asarray(self.bundle.ranker.score(np.asarray([user_row]))[0], dtype=np.float32)
+        return scores.copy() if items is None else scores[items]
 
     def seen_items(self, user_row: int) -> np.ndarray:
         if self.seen is None:

@@ -12,14 +12,18 @@ MAX_SHARED = 3
 LOOKS_LIKE_MIN = 0.5  # below this cosine "looks like" would not be believable; tags alone speak then
 
 
-def history_tag_counts(tag_lists) -> Counter:
-    return Counter(tag for tags in tag_lists for tag in set(tags))
+def history_tag_ranks(tag_lists) -> dict[str, int]:
+    """tag -> its rank among the history's tags (0 = on the most history items; ties by name)."""
+    counts = Counter(tag for tags in tag_lists for tag in set(tags))
+    return {tag: rank for rank, (tag, _) in enumerate(sorted(counts.items(), key=lambda tc: (-tc[1], tc[0])))}
 
 
-def shared_tags(item_tags, history_counts: Counter) -> list[str]:
-    """The item's tags found in the history, the most frequent there first."""
-    shared = [t for t in item_tags if history_counts.get(t)]
-    shared.sort(key=lambda t: -history_counts[t])
+def shared_tags(item_tags, history_ranks: dict[str, int]) -> list[str]:
+    """The item's tags found in the history, the most frequent there first (per request, so the
+    key is a C-level lookup, not a lambda: this runs for every recommended item)."""
+    shared = [t for t in item_tags if t in history_ranks]
+    if len(shared) > 1:
+        shared.sort(key=history_ranks.__getitem__)
     return shared[:MAX_SHARED]
 
 

@@ -7,13 +7,15 @@ from .settings import ServingSettings
 
 def serve(settings: ServingSettings, host: str = "127.0.0.1", port: int = 8000,
           access_log: bool = False, log_level: str = "info") -> None:
-    # One BLAS thread: a matrix-vector product gains little from a second one and suffers under
-    # CPU contention (see visrec_pipelines.index); requests are the parallelism.
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
-    except ImportError:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # One BLAS thread: a matrix-vector product gains little from a second one and suffers badly
+    # under CPU contention (measured: BPR scoring 0.05 ms with one thread, 1-6 ms with two while
+    # the other core is busy). The variable covers a BLAS not loaded yet, threadpoolctl one that is.
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    import numpy  # noqa: F401  (loads the BLAS, so the limit below applies to it)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
     import uvicorn
 
     from .app import create_app

@@ -45,11 +45,12 @@ class ServingSettings:
                          or os.environ.get("VISREC_ENCODER", "efficientnet-lite0"))
     encoder_weights: str | None = field(default_factory=lambda: os.environ.get("VISREC_ENCODER_WEIGHTS") or None)
     # Precomputed nearest neighbours per item make /similar a table lookup; computing them costs
-    # ~4 s per 10k items (1280-d) at every index swap and n x neighbours x 8 bytes of memory, so
-    # above this size /similar scans the matrix per request instead.
-    neighbour_table_max_items: int = 50_000
-    neighbours: int = 100
-    history_for_reasons: int = 200
+    # ~4 s per 10k items (1280-d, growing with n^2) at every index swap, in the background, and
+    # n x neighbours x 8 bytes of memory, so above this size /similar scans the matrix instead.
+    neighbour_table_max_items: int = 30_000
+    neighbours: int = 400                # per item, within a 64 MB table (fewer below)
+    history_for_reasons: int = 50       # most recent history items searched for "looks like ..."
+    user_cache_size: int = 20_000       # users whose best items stay cached until the next swap (~3 KB each)
 
     def __post_init__(self):
         self.assets_dir, self.warehouse_dir = Path(self.assets_dir), Path(self.warehouse_dir)

@@ -21,18 +21,19 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..data.contract import Dataset
-from ..index.exact import ExactIndex, as_tag_list, top_k
+from ..index.exact import ExactIndex, as_tag_list
 from . import reasons
 from .catalogue import ItemCatalogue
 from .champion import Champion, ChampionLoadError, load_champion
 from .settings import ServingSettings
-from .similar import SimilarItems
+from .similar import SimilarItems, fast_top_k
 
 log = logging.getLogger("visrec.serving")
 RETRY_FAILED_S = 600.0  # a version that failed to load is tried again after this (the failure may
@@ -55,6 +56,21 @@ class IndexSnapshot:
     signature: object          # what identifies this version on disk / in Milvus
     loaded_at: float
     location: str
+
+
+TOP_CACHED = 200  # best items kept per user: k <= 100 always, and tag filters usually, come from these
+
+
+@dataclass
+class _UserContext:
+    top_rows: np.ndarray         # champion item rows, best first, exclusions applied
+    top_scores: np.ndarray
+    twin_rows: np.ndarray        # per top row: the recent history item (catalogue row) it looks most like
+    twin_similarity: np.ndarray  # ... and the cosine of their image vectors
+    excluded: np.ndarray         # champion item rows never recommended to this user
+    complete: bool               # top_rows holds every recommendable item
+    tag_ranks: dict              # tags of the recent history by frequency, for "shares ... with your history"
+    recent_rows: np.ndarray      # catalogue rows of the recent history
 
 
 class ServingState:
@@ -82,6 +98,10 @@ class ServingState:
         self.popularity = popularity
         self.cold_rows, self.cold_ranks = reasons.diverse_popular_order(popularity, cat.categories)
         self.histories = self._histories()
+        self._context = lru_cache(maxsize=settings.user_cache_size)(self._user_context)
+        self._mask = lru_cache(maxsize=256)(self._champion_mask)
+        self._candidates = lru_cache(maxsize=256)(self._champion_candidates)
+        self._index_masks = lru_cache(maxsize=256)(self._index_mask)
         self.index_encoder_id = self._index_encoder_id()
 
     # --- readiness ------------------------------------------------------------------------------
@@ -148,54 +168,92 @@ class ServingState:
     def recommend(self, user_id: str, k: int, tags: list[str]) -> dict:
         champion = self._need_champion()
         cat = self.catalogue
-        allowed = cat.rows_with_tags(tags)
         user_row = champion.user_row(user_id)
         if user_row is None:
-            items = self._cold_start(k, allowed)
+            items = self._cold_start(k, cat.rows_with_tags(tags))
         else:
-            items = self._known(champion, user_id, user_row, k, allowed)
+            items = self._known(champion, user_id, user_row, k, tags)
         return {"user_id": user_id, "known_user": user_row is not None, "cold_start": user_row is None,
                 "champion_version": champion.version, "ranker": champion.ranker_name,
                 "index_version": self.similar.version if self.similar else None,
                 "tags": tags, "k": k, "items": items}
 
-    def _known(self, champion: Champion, user_id: str, user_row: int, k: int, allowed) -> list[dict]:
-        cat = self.catalogue
+    def _user_context(self, user_row: int, user_id: str) -> "_UserContext":
+        """What a known user's requests share until the next swap: the champion's best items for
+        them (exclusions applied) and, for each, the history item it looks most like. Built on the
+        user's first request, then cached (LRU) with this state."""
+        champion, cat = self.champion, self.catalogue
         scores = champion.scores(user_row)
         scores += self.unknown_bias
-        scores[champion.seen_items(user_row)] = -np.inf
         history = self.history_rows(user_id)
         in_champion = self.cat_to_champ[history]
-        scores[in_champion[in_champion >= 0]] = -np.inf   # never recommend what they already had
-        if allowed is not None:
-            candidates = self.cat_to_champ[allowed]
-            candidates = candidates[candidates >= 0]
-            sub = scores[candidates]
-            best = top_k(sub, k)
-            best = best[np.isfinite(sub[best])]
-            picked, values = candidates[best], sub[best]
-        else:
-            best = top_k(scores, k)
-            best = best[np.isfinite(scores[best])]
-            picked, values = best, scores[best]
-        rows = self.champ_to_cat[picked]
-        # evidence for the reasons: the recent history, as image vectors and tags
+        excluded = np.union1d(champion.seen_items(user_row), in_champion[in_champion >= 0])
+        scores[excluded] = -np.inf                       # never what they already had
+        best = fast_top_k(scores, TOP_CACHED)
+        best = best[np.isfinite(scores[best])]
         recent = history[: self.settings.history_for_reasons]
-        tag_counts = reasons.history_tag_counts(cat.tags[r] for r in recent.tolist())
-        similar_to, similarity = np.full(len(rows), -1), np.zeros(len(rows), np.float32)
-        if self.similar is not None:
+        twins, similarity = self._looks_like(self.champ_to_cat[best], recent)
+        return _UserContext(top_rows=best.astype(np.int32), top_scores=scores[best],
+                            twin_rows=twins, twin_similarity=similarity, excluded=excluded,
+                            complete=len(best) == int(np.isfinite(scores).sum()),
+                            tag_ranks=reasons.history_tag_ranks(cat.tags[r] for r in recent.tolist()),
+                            recent_rows=recent)
+
+    def _looks_like(self, rows: np.ndarray, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For catalogue rows: the history row each looks most like (-1: no vectors) and the cosine."""
+        cat = self.catalogue
+        twins, similarity = np.full(len(rows), -1, dtype=np.int32), np.zeros(len(rows), np.float32)
+        if self.similar is None:
+            return twins, similarity
+        history = history[cat.vec_row[history] >= 0]
+        has_vector = cat.vec_row[rows] >= 0
+        if len(history) and has_vector.any():
             vectors = self.similar.index.vectors
-            recent = recent[cat.vec_row[recent] >= 0]
-            has_vector = cat.vec_row[rows] >= 0
-            if len(recent) and has_vector.any():
-                position, cosine = reasons.looks_like(vectors[cat.vec_row[rows[has_vector]]],
-                                                      vectors[cat.vec_row[recent]])
-                similar_to[has_vector] = recent[position]
-                similarity[has_vector] = cosine
+            position, cosine = reasons.looks_like(np.take(vectors, cat.vec_row[rows[has_vector]], axis=0),
+                                                  np.take(vectors, cat.vec_row[history], axis=0))
+            twins[has_vector], similarity[has_vector] = history[position], cosine
+        return twins, similarity
+
+    def _champion_mask(self, tags: tuple[str, ...]) -> np.ndarray:
+        """Boolean mask over the champion's items: carries every tag (cached per tag set)."""
+        mask = np.zeros(self.champion.n_items, dtype=bool)
+        mask[self._candidates(tags)] = True
+        return mask
+
+    def _champion_candidates(self, tags: tuple[str, ...]) -> np.ndarray:
+        """Sorted champion item rows carrying every tag (cached per tag set)."""
+        rows = self.cat_to_champ[self.catalogue.rows_with_tags(list(tags))]
+        return np.sort(rows[rows >= 0])
+
+    def _known(self, champion: Champion, user_id: str, user_row: int, k: int, tags: list[str]) -> list[dict]:
+        cat = self.catalogue
+        context = self._context(user_row, user_id)
+        picked = None
+        if not tags:
+            if k <= len(context.top_rows) or context.complete:
+                picked = np.arange(min(k, len(context.top_rows)))
+        else:
+            keep = np.flatnonzero(self._mask(tuple(tags))[context.top_rows])
+            if len(keep) >= k or context.complete:   # the cached list, filtered, is the exact answer
+                picked = keep[:k]
+        if picked is not None:
+            rows = self.champ_to_cat[context.top_rows[picked]]
+            values = context.top_scores[picked]
+            twins, similarity = context.twin_rows[picked], context.twin_similarity[picked]
+        else:   # the filter left too few of the cached best: score every candidate
+            candidates = self._candidates(tuple(tags)) if tags else None
+            scores = champion.scores(user_row, candidates)
+            items_scored = candidates if candidates is not None else np.arange(champion.n_items)
+            scores += self.unknown_bias[items_scored]
+            scores[np.isin(items_scored, context.excluded, assume_unique=True)] = -np.inf
+            best = fast_top_k(scores, k)
+            best = best[np.isfinite(scores[best])]
+            rows, values = self.champ_to_cat[items_scored[best]], scores[best]
+            twins, similarity = self._looks_like(rows, context.recent_rows)
         items = []
-        for row, value, twin, cosine in zip(rows.tolist(), values.tolist(), similar_to.tolist(),
-                                            similarity.tolist()):
-            shared = reasons.shared_tags(cat.tags[row], tag_counts)
+        tag_ranks = context.tag_ranks
+        for row, value, twin, cosine in zip(rows.tolist(), values.tolist(), twins.tolist(), similarity.tolist()):
+            shared = reasons.shared_tags(cat.tags[row], tag_ranks)
             twin_title = cat.titles[twin] if twin >= 0 else None
             items.append({**cat.card(row), "score": value,
                           "reason": reasons.known_user_reason(twin_title, cosine, shared, champion.ranker_name),
@@ -248,10 +306,12 @@ class ServingState:
         return {"index_version": similar.version, "tags": tags, "k": k, "items": items}
 
     def _index_filter(self, similar: SimilarItems, tags: list[str]):
-        rows = similar.index.candidate_rows(tags=tags) if tags else None
-        if rows is None:
-            return None, None
-        mask = np.zeros(len(similar), dtype=bool)
+        """(mask over index rows, sorted rows) carrying every tag, or (None, None) for no filter."""
+        return self._index_masks(tuple(tags)) if tags else (None, None)
+
+    def _index_mask(self, tags: tuple[str, ...]):
+        rows = self.similar.index.candidate_rows(tags=list(tags))
+        mask = np.zeros(len(self.similar), dtype=bool)
         mask[rows] = True
         return mask, rows
 
