@@ -71,13 +71,14 @@ class SimilarItems:
 
 
 def fast_top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Exactly ``top_k`` for one long score vector, ~4x faster at 10k: the k-th best of a strided
-    sample is a threshold at least k scores reach, so only the few scores above it are sorted
-    (argpartition over all 10k costs ~65 us; compare + partition of ~100 costs ~20 us)."""
+    """Exactly ``top_k`` for one long score vector, several times faster at 10k: the k-th best of
+    a strided sample is a threshold that at least k scores reach, so only the few scores above it
+    are sorted (argpartition over all 10k costs ~65 us; sample + compare + ~10k/step sorts ~20 us)."""
     n = len(scores)
-    if n <= 4096 or k > 64:
+    step = n // max(1024, 16 * k)
+    if step < 2:
         return top_k(scores, k)
-    sample = scores[:: n // 1024]
+    sample = scores[::step]
     threshold = np.partition(sample, len(sample) - k)[len(sample) - k]
     candidates = np.flatnonzero(scores >= threshold)
     if len(candidates) < k:   # only if the sample held NaN: take the slow, sure way

@@ -59,14 +59,16 @@ class IndexSnapshot:
 
 
 TOP_CACHED = 200  # best items kept per user: k <= 100 always, and tag filters usually, come from these
+UNKNOWN_TWIN = -2  # look-alike not searched yet (-1: none, the item or the history has no vector)
 
 
 @dataclass
 class _UserContext:
     top_rows: np.ndarray         # champion item rows, best first, exclusions applied
-    top_scores: np.ndarray
-    twin_rows: np.ndarray        # per top row: the recent history item (catalogue row) it looks most like
-    twin_similarity: np.ndarray  # ... and the cosine of their image vectors
+    top_cat: list                # ... as catalogue rows
+    top_values: list             # ... their scores
+    twins: list                  # per top row: the recent history item (catalogue row) it looks most like
+    twin_similarity: list        # ... and the cosine of their image vectors (filled in as shown)
     excluded: np.ndarray         # champion item rows never recommended to this user
     complete: bool               # top_rows holds every recommendable item
     tag_ranks: dict              # tags of the recent history by frequency, for "shares ... with your history"
@@ -192,9 +194,9 @@ class ServingState:
         best = fast_top_k(scores, TOP_CACHED)
         best = best[np.isfinite(scores[best])]
         recent = history[: self.settings.history_for_reasons]
-        twins, similarity = self._looks_like(self.champ_to_cat[best], recent)
-        return _UserContext(top_rows=best.astype(np.int32), top_scores=scores[best],
-                            twin_rows=twins, twin_similarity=similarity, excluded=excluded,
+        return _UserContext(top_rows=best.astype(np.int32), top_cat=self.champ_to_cat[best].tolist(),
+                            top_values=scores[best].tolist(), twins=[UNKNOWN_TWIN] * len(best),
+                            twin_similarity=[0.0] * len(best), excluded=excluded,
                             complete=len(best) == int(np.isfinite(scores).sum()),
                             tag_ranks=reasons.history_tag_ranks(cat.tags[r] for r in recent.tolist()),
                             recent_rows=recent)
@@ -231,15 +233,24 @@ class ServingState:
         picked = None
         if not tags:
             if k <= len(context.top_rows) or context.complete:
-                picked = np.arange(min(k, len(context.top_rows)))
+                picked = range(min(k, len(context.top_rows)))
         else:
             keep = np.flatnonzero(self._mask(tuple(tags))[context.top_rows])
             if len(keep) >= k or context.complete:   # the cached list, filtered, is the exact answer
                 picked = keep[:k]
         if picked is not None:
-            rows = self.champ_to_cat[context.top_rows[picked]]
-            values = context.top_scores[picked]
-            twins, similarity = context.twin_rows[picked], context.twin_similarity[picked]
+            # plain lists from here: a dozen numpy calls on 10-element arrays cost more than the math
+            picked = list(picked) if isinstance(picked, range) else picked.tolist()
+            rows = [context.top_cat[p] for p in picked]
+            values = [context.top_values[p] for p in picked]
+            missing = [p for p in picked if context.twins[p] == UNKNOWN_TWIN]
+            if missing:   # look-alikes are found once per (user, item), when first shown
+                found, cosine = self._looks_like(np.asarray([context.top_cat[p] for p in missing]),
+                                                 context.recent_rows)
+                for p, twin, value in zip(missing, found.tolist(), cosine.tolist()):
+                    context.twins[p], context.twin_similarity[p] = twin, value
+            twins = [context.twins[p] for p in picked]
+            similarity = [context.twin_similarity[p] for p in picked]
         else:   # the filter left too few of the cached best: score every candidate
             candidates = self._candidates(tuple(tags)) if tags else None
             scores = champion.scores(user_row, candidates)
@@ -248,11 +259,12 @@ class ServingState:
             scores[np.isin(items_scored, context.excluded, assume_unique=True)] = -np.inf
             best = fast_top_k(scores, k)
             best = best[np.isfinite(scores[best])]
-            rows, values = self.champ_to_cat[items_scored[best]], scores[best]
-            twins, similarity = self._looks_like(rows, context.recent_rows)
+            found = self.champ_to_cat[items_scored[best]]
+            twins, similarity = self._looks_like(found, context.recent_rows)
+            rows, values, twins, similarity = found.tolist(), scores[best].tolist(), twins.tolist(), similarity.tolist()
         items = []
         tag_ranks = context.tag_ranks
-        for row, value, twin, cosine in zip(rows.tolist(), values.tolist(), twins.tolist(), similarity.tolist()):
+        for row, value, twin, cosine in zip(rows, values, twins, similarity):
             shared = reasons.shared_tags(cat.tags[row], tag_ranks)
             twin_title = cat.titles[twin] if twin >= 0 else None
             items.append({**cat.card(row), "score": value,
