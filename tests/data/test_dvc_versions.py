@@ -27,7 +27,8 @@ def project(tmp_path):
     """A copy of the project's DVC setup with a tiny demo and a local remote in tmp_path."""
     root = tmp_path / "project"
     root.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore", "visrec_pipelines/data/demo.py"):   # the stage's files
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "config.local"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())

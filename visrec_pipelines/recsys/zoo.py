@@ -6,6 +6,7 @@ chose, so the most recent interactions — the validation slice — are not thro
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -15,6 +16,13 @@ from .split import Split
 
 FACTORIES: dict[str, Callable[..., Ranker]] = {}
 NEEDS_IMAGE_FEATURES = {"visual_knn", "vbpr", "amr", "deep", "sequence"}
+# Small grids searched on the validation slice (each candidate early-stopped there); the rest of a
+# model's settings are its defaults. L2 strength matters most: sparse shops want far more of it.
+TUNING: dict[str, dict[str, list]] = {
+    "bpr": {"reg": [0.003, 0.01, 0.03]},
+    "vbpr": {"reg": [0.01, 0.1]},
+    "amr": {"reg": [0.01, 0.1]},
+}
 
 
 def _register() -> None:
@@ -50,6 +58,21 @@ class TrainedRanker:
     params: dict = field(default_factory=dict)
 
 
+def _tuned(factory, kwargs: dict, split: Split, grid: dict, exclude: set):
+    """The candidate of ``grid`` (settings the caller fixed are not searched) with the best
+    validation NDCG@20, fitted on ``tune_data`` and early-stopped on the validation slice."""
+    axes = {k: v for k, v in grid.items() if k not in exclude}
+    best_model, best_kwargs, best_score = None, kwargs, -1.0
+    for values in itertools.product(*axes.values()) if axes else [()]:
+        candidate = {**kwargs, **dict(zip(axes, values))}
+        model = factory(**candidate).fit(split.tune_data(), validation=split.validation)
+        history = getattr(model, "history", None) or []
+        score = max((h[1] for h in history), default=0.0)
+        if best_model is None or score > best_score:
+            best_model, best_kwargs, best_score = model, candidate, score
+    return best_model, best_kwargs
+
+
 def train(name: str, split: Split, seed: int = 0, progress: bool = False, refit: bool = True,
           **params) -> TrainedRanker:
     names()
@@ -66,7 +89,7 @@ def train(name: str, split: Split, seed: int = 0, progress: bool = False, refit:
     if not hasattr(model, "epochs"):        # nothing to stop early: fit once on all of train
         ranker = model.fit(split.train)
     else:
-        ranker = model.fit(split.tune_data(), validation=split.validation)
+        ranker, kwargs = _tuned(factory, kwargs, split, TUNING.get(name, {}), exclude=set(params))
         best = getattr(ranker, "best_epoch", None)
         if refit and best is not None:
             kwargs["epochs"] = int(best)

@@ -38,6 +38,9 @@ class VisualProjection(torch.autograd.Function):
         return None, None, rows_t @ grad.to(rows_t.dtype)
 
 
+MIN_STEPS = 8
+
+
 class VBPR(Ranker):
     name = "vbpr"
 
@@ -78,7 +81,10 @@ class VBPR(Ranker):
         params = self._init_params(data.n_users, data.n_items, features.shape[1], warm)
         optimiser = torch.optim.Adam(params.values(), lr=self.lr, fused=True)
         cold = torch.from_numpy(~warm)
-        n_batches = max(1, -(-len(data.users) // self.batch_size))
+        # at least MIN_STEPS Adam steps an epoch: a small shop's few thousand positives in one or
+        # two batches would barely move the parameters before early stopping looks
+        n_batches = max(MIN_STEPS, -(-len(data.users) // self.batch_size))
+        n_batches = min(n_batches, max(1, len(data.users) // 64))
         stopper = EarlyStopping(self.patience)
         for epoch in tqdm(range(1, epochs + 1), desc=self.name, disable=not self.progress):
             users, positives, negatives = (torch.from_numpy(a) for a in sampler.epoch())
