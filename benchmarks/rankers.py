@@ -91,7 +91,8 @@ def movielens_events(root: Path) -> pd.DataFrame:
 
 def poster_features(root: Path) -> tuple[np.ndarray, np.ndarray, str]:
     """(item_ids, L2-normalised Lite0 features, encoder id) of every poster that embeds; cached."""
-    from visrec_pipelines.vision.encoders import build_encoder, embed_images
+    from visrec_pipelines.vision.embedding_stream import embed_images
+    from visrec_pipelines.vision.encoders import build_encoder
 
     encoder = build_encoder()
     path = CACHE / f"{root.name}_{encoder.encoder_id.replace(':', '-')}.npz"

@@ -12,7 +12,8 @@ import pytest
 
 from visrec_pipelines.data.demo import generate_demo
 from visrec_pipelines.vision.embedding_store import EmbeddingStore, shard_of
-from visrec_pipelines.vision.encoders import build_encoder, embed_images
+from visrec_pipelines.vision.embedding_stream import embed_images
+from visrec_pipelines.vision.encoders import build_encoder
 
 DIM = 8
 

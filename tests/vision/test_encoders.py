@@ -11,8 +11,8 @@ from PIL import Image
 
 from visrec_pipelines.data.demo import draw_product, generate_demo
 from visrec_pipelines.vision import encoders
-from visrec_pipelines.vision.encoders import (Preprocessing, build_encoder, embed_images,
-                                              onnx_graph_path)
+from visrec_pipelines.vision.embedding_stream import embed_images
+from visrec_pipelines.vision.encoders import Preprocessing, build_encoder, onnx_graph_path
 from visrec_pipelines.vision.images import load_rgb
 
 SMALL = dict(resize=72, crop=64)  # random-weight backbones: small images keep the tests fast

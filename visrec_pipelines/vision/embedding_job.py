@@ -14,7 +14,8 @@ from typing import Callable
 import pandas as pd
 
 from .embedding_store import EmbeddingStore
-from .encoders import Failure, ImageEncoder, embed_images
+from .embedding_stream import Failure, embed_images
+from .encoders import ImageEncoder
 
 
 @dataclass
