@@ -109,6 +109,9 @@ def test_docs_and_gallery_are_served(client):
     assert {"/recommendations/{user_id}", "/items/{item_id}/similar", "/search/image", "/events",
             "/healthz", "/readyz"} <= set(spec["paths"])
     assert "ScoredItem" in spec["components"]["schemas"]
+    for path in ("/recommendations/{user_id}", "/items/{item_id}/similar"):   # parameters read by hand
+        documented = {p["name"]: p for p in spec["paths"][path]["get"]["parameters"]}
+        assert documented["k"]["schema"]["maximum"] == 100 and documented["tags"]["schema"]["type"] == "array"
     assert client.get("/docs").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "user-select" in page.text
@@ -149,3 +152,19 @@ def test_filtered_recommendations_match_brute_force(shop, app_factory, monkeypat
                 expected = [bundle.item_ids[i] for i in sorted(keep, key=lambda i: -scores[i])[:k]]
                 got = client.get(f"/recommendations/{user}", params={"k": k, "tags": tags}).json()["items"]
                 assert [i["item_id"] for i in got] == expected, (user, tags)
+
+
+def test_visrec_serve_binds_loopback_by_default(monkeypatch):
+    from click.testing import CliRunner
+
+    from visrec_pipelines.cli import main
+    from visrec_pipelines.serving import server
+
+    calls = []
+    monkeypatch.setattr(server, "serve", lambda settings, **kwargs: calls.append((settings, kwargs)))
+    result = CliRunner().invoke(main, ["serve", "--dataset", "demo", "--poll-seconds", "3"])
+    assert result.exit_code == 0, result.output
+    settings, kwargs = calls[0]
+    assert kwargs["host"] == "127.0.0.1" and kwargs["port"] == 8000
+    assert settings.dataset == "demo" and settings.poll_seconds == 3
+    assert "127.0.0.1" in CliRunner().invoke(main, ["serve", "--help"]).output
