@@ -74,30 +74,45 @@ def typed_events(events: pd.DataFrame) -> pd.DataFrame:
                          timestamp=pd.to_datetime(events["timestamp"], utc=True, format="ISO8601"))
 
 
+# MLflow (promotion.*) finds its store through VISREC_ROOT, and background threads (the watcher)
+# read it at any moment, so the serving tests keep it set from the shop's creation until their
+# last test, then restore it (pytest_runtest_teardown below): later test modules see no trace.
+_ENV = pytest.MonkeyPatch()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    result = yield                      # after this item's fixtures are torn down
+    if nextitem is None or Path(str(nextitem.fspath)).parent != Path(__file__).parent:
+        _ENV.undo()
+    return result
+
+
 @pytest.fixture(scope="session")
 def shop(tmp_path_factory) -> Shop:
     root = tmp_path_factory.mktemp("serving")
-    with pytest.MonkeyPatch.context() as mp:
-        for key, sub in {"VISREC_ROOT": "", "VISREC_ASSETS": "assets", "VISREC_WAREHOUSE": "warehouse"}.items():
-            mp.setenv(key, str(root / sub))
-        mp.delenv("VISREC_API_KEY", raising=False)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        ds = generate_demo(root / "assets" / "demo", n_items=N_ITEMS, n_users=N_USERS, seed=5)
-        items = ds.read_items()
-        from visrec_pipelines.serving.image_search import _encoder
-        encoder = _encoder("efficientnet-lite0", None)
-        from visrec_pipelines.vision.images import load_rgb
-        batch = np.stack([encoder.preprocessing.to_tensor(load_rgb(ds.root / p)[0]) for p in items["image_path"]])
-        vectors = encoder.encode(batch).features
-        tags = [[r.category, r.colour, r.pattern] for r in items.itertuples()]
-        index = ExactIndex(items["item_id"], vectors, items["category"], tags, source="visrec_items_demo_test_1")
-        index.save(root / "warehouse" / "demo" / "item_index.npz")
-        pd.DataFrame({"item_id": items["item_id"], "encoder_id": encoder.encoder_id}).to_parquet(
-            root / "warehouse" / "demo" / "image_embeddings.parquet")
-        split = make_split(typed_events(ds.read_events()), items["item_id"], min_positives=2)
-        shop = Shop(root, "demo", index, split)
-        shop.register("demo", "bpr")
-        yield shop
+    for key, sub in {"VISREC_ROOT": "", "VISREC_ASSETS": "assets", "VISREC_WAREHOUSE": "warehouse"}.items():
+        _ENV.setenv(key, str(root / sub))
+    _ENV.delenv("VISREC_API_KEY", raising=False)
+    _ENV.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ds = generate_demo(root / "assets" / "demo", n_items=N_ITEMS, n_users=N_USERS, seed=5)
+    items = ds.read_items()
+    from visrec_pipelines.serving.image_search import _encoder
+    from visrec_pipelines.vision.images import load_rgb
+
+    encoder = _encoder("efficientnet-lite0", None)
+    batch = np.stack([encoder.preprocessing.to_tensor(load_rgb(ds.root / p)[0]) for p in items["image_path"]])
+    vectors = encoder.encode(batch).features
+    tags = [[r.category, r.colour, r.pattern] for r in items.itertuples()]
+    index = ExactIndex(items["item_id"], vectors, items["category"], tags, source="visrec_items_demo_test_1")
+    index.save(root / "warehouse" / "demo" / "item_index.npz")
+    pd.DataFrame({"item_id": items["item_id"], "encoder_id": encoder.encoder_id}).to_parquet(
+        root / "warehouse" / "demo" / "image_embeddings.parquet")
+    split = make_split(typed_events(ds.read_events()), items["item_id"], min_positives=2)
+    shop = Shop(root, "demo", index, split)
+    shop.register("demo", "bpr")
+    yield shop
+    _ENV.undo()
 
 
 def free_port() -> int:
