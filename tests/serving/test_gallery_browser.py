@@ -18,8 +18,11 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 def browser(tmp_path_factory):
     require(Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file(),
             "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        require(False, "selenium is not installed (pip install -e '.[dev]')")
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
