@@ -51,3 +51,54 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     (tmp_path / "dagster_home").mkdir()
     return tmp_path
+
+
+@pytest.fixture
+def postgres_db(postgres_url):
+    """A fresh, empty PostgreSQL database (its name), dropped afterwards."""
+    import uuid
+
+    import psycopg2
+
+    name = f"visrec_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(postgres_url)
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    yield name
+    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def free_port():
+    """A callable giving a TCP port on 127.0.0.1 that is free right now."""
+    def pick() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    return pick
+
+
+@pytest.fixture
+def spawn():
+    """Start a background process in its own process group; at teardown the group is interrupted
+    (SIGINT, as Ctrl-C would), then killed if it has not exited within 20 s."""
+    import signal
+    import subprocess
+
+    started = []
+
+    def start(args, **kwargs):
+        proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)

@@ -4,8 +4,8 @@ landing files and the registry's champion. No Dagster here, so each is testable 
 - Catalogue: one fingerprint per item = its items.csv row + its image file's size and mtime. The
   sensor's cursor names a digest; the fingerprints behind it are kept in a small JSON file next to
   the warehouse, so the next tick can tell which items were added, changed or removed.
-- Behaviour: events.csv's signature and the landing files (``<dataset>/landing/events/*.csv``,
-  written once and atomically by the serving API or a loader). The cursor is a watermark of
+- Behaviour: events.csv's signature and the landing files (``Dataset.landing_events_dir``:
+  ``assets/<dataset>.landing/events/*.csv``, written atomically by the serving API or a loader). The cursor is a watermark of
   modification times plus the names seen at the watermark's edge, so each file triggers once.
 - Champion: the registered version the ``champion`` alias points at.
 """
@@ -18,13 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data.contract import Dataset
+from .data.landing import FILE_PATTERN
 
-LANDING_EVENTS = Path("landing") / "events"
 EDGE_NS = 3_600 * 10**9   # files this close to the watermark are remembered by name (clock slack)
-
-
-def landing_events_dir(dataset: Dataset) -> Path:
-    return dataset.root / LANDING_EVENTS
 
 
 # --- catalogue -------------------------------------------------------------------------------------
@@ -132,9 +128,9 @@ def new_behaviour_data(dataset: Dataset, cursor: BehaviourCursor,
     ``consumed_until_ns`` (first tick only: when behaviour was last materialised) counts files
     and an events.csv not modified since then as already consumed."""
     files = []
-    folder = landing_events_dir(dataset)
+    folder = dataset.landing_events_dir
     if folder.is_dir():
-        for path in folder.glob("*.csv"):
+        for path in folder.glob(FILE_PATTERN):      # what read_landed_events reads
             try:
                 files.append((path.stat().st_mtime_ns, path.name))
             except OSError:      # removed between listing and stat

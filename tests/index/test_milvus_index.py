@@ -163,3 +163,24 @@ def test_close_releases_the_file_for_another_process(db_path, built):
     result = subprocess.run([sys.executable, "-c", script, db_path], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "300"
+
+
+def test_export_after_reopening_the_file(db_path, built):
+    """A reopened milvus-lite file has its collections released; export loads what it reads."""
+    index, (ids, vectors, *_rest) = built
+    index.close()
+    with MilvusItemIndex(db_path, alias="items") as reopened:
+        _, exported_ids, exported, _, _ = reopened.export()
+    order = np.argsort(exported_ids)
+    assert sorted(exported_ids) == sorted(ids)
+    assert np.allclose(exported[order], vectors[np.argsort(ids)], atol=1e-6)
+
+
+def test_ranker_vectors_keep_their_length(index):
+    """normalise=False: item vectors of a ranker, whose inner product with a user is the score."""
+    rng = np.random.default_rng(1)
+    items = rng.normal(size=(50, DIM)).astype(np.float32) * rng.uniform(0.1, 5, (50, 1)).astype(np.float32)
+    index.build([f"i{n}" for n in range(50)], items, normalise=False)
+    user = rng.normal(size=DIM).astype(np.float32)
+    best = [item_id for item_id, _ in index.search_vector(user, k=5)]
+    assert best == [f"i{n}" for n in np.argsort(-(items @ user))[:5]]

@@ -3,10 +3,9 @@ an unchanged world triggers none, and the first look after the main job does not
 import os
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
-from dagster import (AssetMaterialization, DagsterInstance, RunRequest, SkipReason, build_schedule_context,
+from dagster import (AssetKey, AssetMaterialization, DagsterInstance, SkipReason, build_schedule_context,
                      build_sensor_context)
 from PIL import Image
 
@@ -51,10 +50,12 @@ def add_item(ds: Dataset, item_id: str, colour: str) -> None:
     write_table(pd.concat([items, pd.DataFrame([row])], ignore_index=True), ds.items_path)
 
 
-def land(ds: Dataset, name: str, rows: int = 3) -> None:
-    folder = ds.root / automation.LANDING_EVENTS
+def land(ds: Dataset, name: str, rows: int = 3, events: pd.DataFrame | None = None) -> None:
+    """A landing file as the serving API or a loader writes it (contract columns + event_id)."""
+    folder = ds.landing_events_dir
     folder.mkdir(parents=True, exist_ok=True)
-    events = ds.read_events().head(rows)
+    events = ds.read_events().head(rows) if events is None else events
+    events = events.assign(event_id=[f"{name}-{n}" for n in range(len(events))])
     events.to_csv(folder / name, index=False)
 
 
@@ -84,15 +85,15 @@ def test_each_landing_file_is_taken_once(shop):
     cursor = automation.BehaviourCursor()
     files, changed, cursor = automation.new_behaviour_data(shop, cursor)
     assert files == [] and changed                  # first look: events.csv is new
-    land(shop, "a.csv")
-    land(shop, "b.csv")
+    land(shop, "events-a.csv")
+    land(shop, "events-b.csv")
     files, changed, cursor = automation.new_behaviour_data(shop, automation.BehaviourCursor.parse(cursor.dumps()))
-    assert files == ["a.csv", "b.csv"] and not changed
+    assert files == ["events-a.csv", "events-b.csv"] and not changed
     assert automation.new_behaviour_data(shop, cursor)[:2] == ([], False)
-    land(shop, "c.csv")
-    os.utime(shop.root / automation.LANDING_EVENTS / "c.csv", ns=(cursor.watermark_ns - 10**9,) * 2)
+    land(shop, "events-c.csv")
+    os.utime(shop.landing_events_dir / "events-c.csv", ns=(cursor.watermark_ns - 10**9,) * 2)
     files, _, cursor = automation.new_behaviour_data(shop, cursor)   # late clock, still inside the edge
-    assert files == ["c.csv"]
+    assert files == ["events-c.csv"]
     assert automation.new_behaviour_data(shop, cursor)[0] == []
 
 
@@ -130,15 +131,15 @@ def test_behaviour_sensor_waits_for_the_catalogue_then_runs_once_per_batch(shop,
         materialise(instance, "behaviour_events")        # events.csv already consumed
         requests, skip, cursor = tick(sensor, instance)
         assert requests == [] and skip == "no new behaviour data"
-        land(shop, "feedback-1.csv")
+        land(shop, "events-1.csv")
         requests, _, cursor = tick(sensor, instance, cursor)
         assert len(requests) == 1 and sensor.job_name == "retrain"
-        assert requests[0].tags["visrec/files"] == "feedback-1.csv"
+        assert requests[0].tags["visrec/files"] == "events-1.csv"
         assert tick(sensor, instance, cursor)[0] == []
-        land(shop, "feedback-2.csv")
-        land(shop, "feedback-3.csv")
+        land(shop, "events-2.csv")
+        land(shop, "events-3.csv")
         requests, _, cursor = tick(sensor, instance, cursor)
-        assert [r.tags["visrec/files"] for r in requests] == ["feedback-2.csv,feedback-3.csv"]
+        assert [r.tags["visrec/files"] for r in requests] == ["events-2.csv,events-3.csv"]
 
 
 def test_champion_sensor_publishes_each_new_champion_once(shop, sensors, monkeypatch):
@@ -207,11 +208,10 @@ def _done(runs, job, n=1) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_daemon_carries_new_images_and_events_to_a_gated_model(shop, monkeypatch):
+def test_daemon_carries_new_images_and_events_to_a_gated_model(shop, monkeypatch, spawn):
     """Fresh shop, nobody clicks anything: the daemon's sensors build the catalogue, train and
     promote a champion and publish it; then a new image and a batch of feedback events arrive and
     are carried through refresh, retraining and the gate on their own."""
-    import signal
     import subprocess
     import sys
     from pathlib import Path
@@ -221,10 +221,9 @@ def test_daemon_carries_new_images_and_events_to_a_gated_model(shop, monkeypatch
     home = Path(os.environ["DAGSTER_HOME"])
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     monkeypatch.setenv("VISREC_SENSOR_INTERVAL", "2")
-    daemon = subprocess.Popen(
+    daemon = spawn(
         [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "visrec_pipelines.definitions"],
-        env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=open(home / "daemon.log", "wb"),
-        start_new_session=True)
+        env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=open(home / "daemon.log", "wb"))
     try:
         with DagsterInstance.get() as instance:
             runs = _wait_for(instance, lambda r: _done(r, "publish_champion"), "first champion", daemon)
@@ -235,22 +234,18 @@ def test_daemon_carries_new_images_and_events_to_a_gated_model(shop, monkeypatch
             add_item(shop, "arrival", "purple")
             events = shop.read_events()
             feedback = events[events["event_type"] == "view"].head(12).assign(event_type="purchase", value="1")
-            land(shop, "feedback.csv", rows=0)
-            feedback.to_csv(shop.root / automation.LANDING_EVENTS / "feedback.csv", index=False)
+            land(shop, "events-feedback.csv", events=feedback)
             runs = _wait_for(instance, lambda r: _done(r, "catalogue_refresh", 2) and _done(r, "retrain", 2),
                              "refresh and retrain after new data", daemon)
             refresh = runs["catalogue_refresh"][0]            # newest first
             assert refresh.tags["visrec/change"] == "1 added, 0 changed, 0 removed"
-            assert runs["retrain"][0].tags["visrec/files"] == "feedback.csv"
+            assert runs["retrain"][0].tags["visrec/files"] == "events-feedback.csv"
+            source = instance.get_latest_materialization_event(AssetKey("behaviour_source")).asset_materialization
+            assert source.metadata["landed_feedback_rows"].value == 12          # the feedback was read
+            assert source.metadata["rows"].value == len(events) + 12
             versions = promotion._client().search_model_versions(f"name='{promotion.model_name('demo')}'")
             gated = [int(v.version) for v in versions if (v.tags or {}).get("gate_decision")]
             assert max(gated) > int(first), "a new challenger was registered and gated"
     except AssertionError:
         print((home / "daemon.log").read_text()[-6000:])
         raise
-    finally:
-        os.killpg(daemon.pid, signal.SIGINT)
-        try:
-            daemon.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)

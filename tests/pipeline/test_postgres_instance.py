@@ -1,6 +1,5 @@
 """The committed production dagster.yaml stores runs and materialisations in real PostgreSQL."""
 import shutil
-import uuid
 from pathlib import Path
 
 import psycopg2
@@ -11,17 +10,6 @@ from visrec_pipelines.data.demo import generate_demo
 from visrec_pipelines.runner import run_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def postgres_db(postgres_url):
-    name = f"visrec_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(postgres_url)
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    yield name
-    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
 
 
 @pytest.mark.postgres

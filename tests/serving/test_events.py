@@ -40,7 +40,7 @@ def test_an_event_lands_once_and_the_pipeline_reads_it(shop, events_app):
     row = rows.iloc[0].to_dict()
     assert row == {"user_id": "u0001", "item_id": "i00001", "event_type": "rating", "value": "4.5",
                    "timestamp": "2025-03-01T10:00:00.000000Z", "event_id": "e1"}
-    files = list((shop.assets / dataset / "landing" / "events").glob("events-*.csv"))
+    files = list((shop.assets / f"{dataset}.landing" / "events").glob("events-*.csv"))
     assert len(files) == 1 and not list(files[0].parent.glob(".*.tmp"))
     events = Dataset(shop.assets / dataset).read_events()       # what behaviour_source reads
     original = Dataset(shop.assets / "demo").read_events()
@@ -152,7 +152,7 @@ def _store_in_process(directory, ids):
 
 def test_processes_share_the_ledger(tmp_path):
     """Two server processes on one landing area: overlapping ids land once."""
-    directory = tmp_path / "landing" / "events"
+    directory = Dataset(tmp_path / "shop").landing_events_dir
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_store_in_process, args=(directory, [f"p{n}" for n in range(s, s + 30)]))
                for s in (0, 15)]
@@ -161,13 +161,13 @@ def test_processes_share_the_ledger(tmp_path):
     for w in workers:
         w.join(60)
     assert [w.exitcode for w in workers] == [0, 0]
-    rows = read_landed_events(Dataset(tmp_path))
+    rows = read_landed_events(Dataset(tmp_path / "shop"))
     assert sorted(rows["event_id"]) == sorted(f"p{n}" for n in range(45))
     assert EventLanding(directory).count() == 45
 
 
 def test_a_crash_before_the_commit_neither_loses_nor_duplicates(tmp_path, monkeypatch):
-    directory = tmp_path / "landing" / "events"
+    directory = Dataset(tmp_path / "shop").landing_events_dir
     landing = EventLanding(directory)
     known = {"i00001": 0}
     batch = [validate_event(event(i), known) for i in ("x1", "x2")]
@@ -183,12 +183,12 @@ def test_a_crash_before_the_commit_neither_loses_nor_duplicates(tmp_path, monkey
         landing.store(batch)
     monkeypatch.undo()
     assert landing.count() == 0                       # the ledger rolled back ...
-    assert len(read_landed_events(Dataset(tmp_path))) == 2   # ... the file was already complete
+    assert len(read_landed_events(Dataset(tmp_path / "shop"))) == 2   # ... the file was already complete
 
     retry = landing.store(batch)                      # the client was never answered: it retries
     assert retry.stored == ["x1", "x2"]
     assert len(list(directory.glob("events-*.csv"))) == 1      # same ids, same file: overwritten
-    assert len(read_landed_events(Dataset(tmp_path))) == 2
+    assert len(read_landed_events(Dataset(tmp_path / "shop"))) == 2
 
     # A crash that nobody retries: reopening the area adopts the orphan file's ids.
     monkeypatch.setattr(EventLanding, "_write_file", crash_after_writing)
@@ -198,4 +198,4 @@ def test_a_crash_before_the_commit_neither_loses_nor_duplicates(tmp_path, monkey
     reopened = EventLanding(directory)
     assert reopened.count() == 3
     assert reopened.store([validate_event(event("x3"), known)]).duplicates == ["x3"]
-    assert len(read_landed_events(Dataset(tmp_path))) == 3
+    assert len(read_landed_events(Dataset(tmp_path / "shop"))) == 3

@@ -62,8 +62,9 @@ class Dataset:
 
     @property
     def landing_events_dir(self) -> Path:
-        """Feedback events posted to the serving API (see ``data.landing``)."""
-        return self.root / "landing" / "events"
+        """Feedback events posted to the serving API (see ``data.landing``). Beside the dataset
+        folder, not in it: the folder is a DVC output, which ``dvc repro`` replaces wholesale."""
+        return self.root.parent / f"{self.name}.landing" / "events"
 
     def exists(self) -> bool:
         return self.items_path.is_file() and self.events_path.is_file()

@@ -1,6 +1,7 @@
 """The behaviour landing area: feedback events posted to the serving API, waiting for the pipeline.
 
-Layout: ``<dataset root>/landing/events/`` holds CSV files ``events-<hash>.csv`` with the contract's
+Layout: ``Dataset.landing_events_dir`` (``assets/<name>.landing/events/``, beside the DVC-tracked
+dataset folder, which ``dvc repro`` replaces) holds CSV files ``events-<hash>.csv`` with the contract's
 event columns plus ``event_id``, and ``_ledger.sqlite3``, the idempotency ledger (one row per event
 id ever accepted, whatever happened to its file later).
 
@@ -286,4 +287,6 @@ def read_landed_events(dataset: Dataset) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in LANDED_COLUMNS})
     landed = pd.concat(frames, ignore_index=True)[list(LANDED_COLUMNS)]
-    return landed.drop_duplicates(subset="event_id", keep="first").reset_index(drop=True)
+    # an event without an id (a bulk loader's row) cannot be a retry of another: keep every one
+    repeated = landed["event_id"].notna() & (landed["event_id"] != "") & landed.duplicated("event_id")
+    return landed[~repeated].reset_index(drop=True)

@@ -13,11 +13,13 @@ GROUP = "behaviour"
 GATE = "bad_fraction_within_threshold"
 
 
-@asset(group_name=GROUP, description="The dataset's events table as imported (text, unvalidated).")
+@asset(group_name=GROUP, description="The dataset's events table as imported, plus the feedback landed "
+                                     "by the serving API (text, unvalidated).")
 def behaviour_source(dataset: DatasetResource) -> Output[pd.DataFrame]:
     events = dataset.dataset.read_events()
+    landed = int(events["event_id"].notna().sum()) if "event_id" in events else 0
     return Output(events, metadata={**dataset_metadata(dataset.version()), "rows": len(events),
-                                    "preview": table_preview(events)})
+                                    "landed_feedback_rows": landed, "preview": table_preview(events)})
 
 
 class BehaviourConfig(Config):

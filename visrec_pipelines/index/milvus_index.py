@@ -157,6 +157,9 @@ class MilvusItemIndex:
         collection = self.current_collection()
         if collection is None:
             raise LookupError(f"no Milvus index {self.alias!r} at {self.uri}: build it first")
+        # a milvus-lite file reopened by another process has its collections released, and the
+        # query iterator needs them loaded (a no-op where the collection is loaded already)
+        self._live_client().load_collection(collection)
         if batch_size is None:
             fields = self._live_client().describe_collection(collection)["fields"]
             dim = next(int(f["params"]["dim"]) for f in fields if f["name"] == ms.VECTOR_FIELD)

@@ -507,9 +507,6 @@ class StateManager:
             collection = milvus.current_collection()
             if collection is None:
                 raise LookupError(f"no collection behind the Milvus alias at {self._milvus_uri()}")
-            # a milvus-lite file reopened by another process has its collections released, and
-            # export's query iterator needs them loaded (a no-op on a server where it is loaded)
-            milvus._live_client().load_collection(collection)
             return ExactIndex.from_milvus(milvus)
 
     # --- the champion ---------------------------------------------------------------------------
