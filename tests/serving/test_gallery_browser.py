@@ -65,11 +65,16 @@ def test_gallery_end_to_end(browser, gallery_url, shop, tmp_path):
     wait.until(lambda d: len(Select(d.find_element(By.ID, "user-select")).options) > 1)
     assert "champion v" in browser.find_element(By.ID, "status").text
 
-    # choose a user: history thumbnails and recommendations with tags and reasons
+    # the page opens on something real: the longest-history shopper and their recommendations
     users = Select(browser.find_element(By.ID, "user-select"))
-    user = users.options[1].get_attribute("value")
+    first = users.options[1].get_attribute("value")
+    wait.until(lambda d: d.find_element(By.ID, "history-user").text == first and len(cards("recommendations")) >= 5)
+
+    # choose another user: history thumbnails and recommendations with tags and reasons
+    user = users.options[2].get_attribute("value")
     users.select_by_value(user)
-    wait.until(lambda d: len(cards("recommendations")) >= 5 and len(cards("history")) > 0)
+    wait.until(lambda d: d.find_element(By.ID, "history-user").text == user
+               and len(cards("recommendations")) >= 5 and len(cards("history")) > 0)
     history = {c.get_attribute("data-item-id") for c in cards("history")}
     recommended = cards("recommendations")
     assert not history & {c.get_attribute("data-item-id") for c in recommended}

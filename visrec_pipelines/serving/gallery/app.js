@@ -148,6 +148,11 @@ async function start() {
       $("user-select").add(option);
     }
     for (const tag of tags.tags) $("tag-select").add(new Option(`${tag.tag} (${tag.items})`, tag.tag));
+    // open on something real: the shopper with the longest history (the list comes sorted so)
+    if (users.users.length && !view.user) {
+      $("user-select").value = users.users[0].user_id;
+      showUser(users.users[0].user_id);
+    }
   } catch (error) {
     say("The server is not ready: " + error.message, true);
   }
