@@ -107,10 +107,50 @@ def test_catalogue_sensor_runs_once_per_change(shop, sensors):
         assert requests[0].tags["visrec/change"] == "40 added, 0 changed, 0 removed"
         assert tick(sensor, instance, cursor)[0] == []                       # nothing new
         add_item(shop, "new1", "green")
+        assert requests[0].run_config == {}                                  # first look: build it all
         requests, _, cursor = tick(sensor, instance, cursor)
         assert [r.tags["visrec/change"] for r in requests] == ["1 added, 0 changed, 0 removed"]
         assert requests[0].tags["visrec/items"] == "new1"
+        ops = requests[0].run_config["ops"]                                    # those items only
+        assert ops["item_index"]["config"] == {"only_items": ["new1"], "removed_items": []}
+        assert ops["semantic_tags"]["config"] == {"only_items": ["new1"]}
         assert tick(sensor, instance, cursor)[0] == []
+
+
+@pytest.mark.slow
+def test_a_refresh_for_named_items_touches_only_those(shop):
+    """catalogue_refresh with the sensor's run config: the new and the changed item are tagged and
+    upserted, the removed one deleted; everything else is kept as it was."""
+    from visrec_pipelines.definitions import build_definitions
+    from visrec_pipelines.index.exact import ExactIndex
+
+    def refresh(run_config=None) -> dict:
+        job = build_definitions("demo").resolve_job_def("catalogue_refresh")
+        result = job.execute_in_process(run_config=run_config or {}, instance=instance)
+        assert result.success
+        return {key: {k: v.value for k, v in instance.get_latest_materialization_event(AssetKey(key))
+                      .asset_materialization.metadata.items()} for key in ("semantic_tags", "item_index")}
+
+    with DagsterInstance.ephemeral() as instance:
+        first = refresh()
+        assert first["item_index"]["mode"] == "full" and first["semantic_tags"]["tagged_now"] == 40
+        add_item(shop, "new1", "green")
+        items = shop.read_items()
+        changed, removed = items["item_id"].iloc[0], items["item_id"].iloc[1]
+        Image.new("RGB", (64, 64), "blue").save(shop.image_file(items["image_path"].iloc[0]))
+        from visrec_pipelines.data.contract import write_table
+        write_table(items[items["item_id"] != removed], shop.items_path)
+        touched = ["new1", changed]
+        second = refresh({"ops": {"semantic_tags": {"config": {"only_items": touched}},
+                                  "item_index": {"config": {"only_items": touched, "removed_items": [removed]}}}})
+        assert second["semantic_tags"]["tagged_now"] == 2 and second["semantic_tags"]["items"] == 40
+        index = second["item_index"]
+        assert (index["mode"], index["upserted"], index["deleted"], index["indexed"]) == ("incremental", 2, 1, 40)
+        assert index["collection"] == first["item_index"]["collection"]           # updated in place
+        snapshot = ExactIndex.load(index["snapshot"])
+        assert snapshot.source != first["item_index"]["version"] and "new1" in set(snapshot.item_ids)
+        assert removed not in set(snapshot.item_ids)
+        assert snapshot.similar_items("new1", k=3)
 
 
 def test_catalogue_sensor_first_look_after_the_main_job_runs_nothing(shop, sensors):
@@ -239,6 +279,8 @@ def test_daemon_carries_new_images_and_events_to_a_gated_model(shop, monkeypatch
                              "refresh and retrain after new data", daemon)
             refresh = runs["catalogue_refresh"][0]            # newest first
             assert refresh.tags["visrec/change"] == "1 added, 0 changed, 0 removed"
+            indexed = instance.get_latest_materialization_event(AssetKey("item_index")).asset_materialization
+            assert indexed.metadata["mode"].value == "incremental" and indexed.metadata["upserted"].value == 1
             assert runs["retrain"][0].tags["visrec/files"] == "events-feedback.csv"
             source = instance.get_latest_materialization_event(AssetKey("behaviour_source")).asset_materialization
             assert source.metadata["landed_feedback_rows"].value == 12          # the feedback was read

@@ -2,8 +2,11 @@
 without a person. The dagster-daemon runs them (``dagster dev`` starts one).
 
 - ``catalogue_sensor``: new, changed or removed items/images → ``catalogue_refresh`` (validation,
-  embeddings, tags, index). Only new or changed images are opened and embedded: ``raw_images``
-  and ``image_embeddings`` are incremental by file signature and content hash.
+  embeddings, tags, index) for those items only: ``raw_images`` and ``image_embeddings`` open and
+  embed only new or changed files (file signature, content hash), and the run config names the
+  changed items, so ``semantic_tags`` re-tags just them and ``item_index`` upserts/deletes just
+  them in Milvus and the serving snapshot. A change bigger than a quarter of the catalogue (or
+  than INCREMENTAL_LIMIT items) rebuilds tags and index from scratch instead.
 - ``behaviour_sensor``: new landing files (feedback written by the serving API) or a new
   events.csv → ``retrain`` (validation, split, every ranker, evaluation, the promotion gate).
 - ``champion_sensor``: the registry's ``champion`` alias moved → ``publish_champion``.
@@ -49,6 +52,18 @@ def _dataset() -> Dataset:
     return Dataset(settings.assets_dir() / settings.dataset_name())
 
 
+INCREMENTAL_LIMIT = 10_000   # more changed items than this (or a quarter of the catalogue): rebuild
+
+
+def incremental_run_config(change, catalogue_size: int, have_baseline: bool) -> dict:
+    """Run config telling tags and index to touch only the changed items, when that is worth it."""
+    touched = change.added + change.changed
+    if (not have_baseline or len(touched) + len(change.removed) > min(INCREMENTAL_LIMIT, catalogue_size / 4)):
+        return {}
+    return {"ops": {"semantic_tags": {"config": {"only_items": touched}},
+                    "item_index": {"config": {"only_items": touched, "removed_items": change.removed}}}}
+
+
 def _materialised_ns(context: SensorEvaluationContext, asset: str) -> int:
     """When ``asset`` was last materialised (ns since the epoch), 0 if never."""
     event = context.instance.get_latest_materialization_event(AssetKey(asset))
@@ -75,9 +90,10 @@ def build_sensors():
             return SkipReason("catalogue unchanged")
         key = store.save(now)
         examples = (change.added + change.changed + change.removed)[:20]
-        return SensorResult(run_requests=[RunRequest(run_key=f"catalogue-{key}", tags={
-            "visrec/trigger": "catalogue", "visrec/change": change.summary(),
-            "visrec/items": ",".join(examples)})], cursor=key)
+        return SensorResult(run_requests=[RunRequest(
+            run_key=f"catalogue-{key}", run_config=incremental_run_config(change, len(now), bool(context.cursor)),
+            tags={"visrec/trigger": "catalogue", "visrec/change": change.summary(),
+                  "visrec/items": ",".join(examples)})], cursor=key)
 
     @sensor(job=retrain, minimum_interval_seconds=_interval(), default_status=_status(),
             description="New behaviour landing files or a new events table → retrain and gate.")

@@ -101,25 +101,53 @@ def tag_heads(context: AssetExecutionContext, config: HeadsConfig, dataset: Data
 class TagConfig(Config):
     min_confidence: float = 0.3
     max_tags: int = 8
+    only_items: list[str] = []     # set by catalogue_sensor: re-tag just these, keep the others' tags
+
+
+class CatalogueChangeConfig(Config):
+    """What changed, as the catalogue sensor saw it; empty lists mean "rebuild from scratch"."""
+    only_items: list[str] = []     # added or changed
+    removed_items: list[str] = []
+
+
+def previous_output(dataset: DatasetResource, asset_name: str) -> pd.DataFrame | None:
+    """This asset's last materialised table in the warehouse (what the IO manager wrote)."""
+    from .. import settings
+
+    path = settings.warehouse_dir() / dataset.name / f"{asset_name}.parquet"
+    return pd.read_parquet(path) if path.exists() else None
 
 
 @asset(group_name=GROUP, description="Readable tags with confidences: ImageNet objects, colours, learned heads.")
 def semantic_tags(context: AssetExecutionContext, config: TagConfig, dataset: DatasetResource,
                   detector: DetectorResource, image_embeddings: pd.DataFrame, tag_heads: list, item_catalogue: pd.DataFrame) -> Output[pd.DataFrame]:
     store = open_store(dataset, image_embeddings["encoder_id"].iloc[0])
-    ids, features, top_classes, top_probs = store.load(item_catalogue["item_id"])
+    previous = previous_output(dataset, "semantic_tags") if config.only_items else None
+    wanted = item_catalogue["item_id"]
+    if previous is not None:   # incremental: tag the changed items, keep the rest as they were
+        kept = previous[previous["item_id"].isin(set(wanted) - set(config.only_items))]
+        wanted = wanted[~wanted.isin(kept["item_id"])]
+    ids, features, top_classes, top_probs = store.load(wanted)
     items = item_catalogue.set_index("item_id").loc[ids].reset_index()
     paths = [str(dataset.dataset.image_file(p)) for p in items["image_path"]]
     object_detector = detector.get()
     detections = detector_tag_lists(object_detector, paths) if object_detector is not None else None
     tags = tag_items(list(ids), paths, top_classes, top_probs,
-                     label_probabilities(tag_heads, features) if tag_heads else None, detections,
+                     label_probabilities(tag_heads, features) if tag_heads and len(ids) else None, detections,
                      min_confidence=config.min_confidence, max_tags=config.max_tags)
+    tagged_now = len(tags)
+    if previous is not None:
+        tags = pd.concat([kept, tags], ignore_index=True)
+        order = {item_id: n for n, item_id in enumerate(item_catalogue["item_id"])}
+        tags = tags.sort_values("item_id", key=lambda c: c.map(order)).reset_index(drop=True)
+        items = item_catalogue.set_index("item_id").loc[tags["item_id"]].reset_index()
+        paths = [str(dataset.dataset.image_file(p)) for p in items["image_path"]]
     multi = [h.group.column for h in tag_heads if h.group.multi_label]
     quality = tag_quality(tags, items, multi)
     shown = [(f"{r.item_id}: {t}", thumbnail_data_uri(Path(p))) for r, t, p in
              zip(items.head(8).itertuples(), tags["tag_text"].head(8), paths[:8])]
     return Output(tags, metadata={**dataset_metadata(dataset.version()), "items": len(tags),
+                                  "tagged_now": tagged_now, "mode": "incremental" if previous is not None else "full",
                                   "mean_tags_per_item": round(float(tags["tag_names"].map(len).mean()), 2),
                                   "detector": "configured" if object_detector is not None else "none",
                                   **{k: round(v, 4) for k, v in quality.items()},
@@ -128,8 +156,8 @@ def semantic_tags(context: AssetExecutionContext, config: TagConfig, dataset: Da
 
 @asset(group_name=GROUP, description="Milvus collection of item vectors + tags/category (switched by alias), "
                                      "and the exact in-memory snapshot that serving searches.")
-def item_index(context: AssetExecutionContext, dataset: DatasetResource, vector_index: VectorIndexResource,
-               image_embeddings: pd.DataFrame, semantic_tags: pd.DataFrame,
+def item_index(context: AssetExecutionContext, config: CatalogueChangeConfig, dataset: DatasetResource,
+               vector_index: VectorIndexResource, image_embeddings: pd.DataFrame, semantic_tags: pd.DataFrame,
                item_catalogue: pd.DataFrame) -> Output[pd.DataFrame]:
     store = open_store(dataset, image_embeddings["encoder_id"].iloc[0])
     ids, features, _, _ = store.load(item_catalogue["item_id"])
@@ -137,11 +165,29 @@ def item_index(context: AssetExecutionContext, dataset: DatasetResource, vector_
     tags = semantic_tags.set_index("item_id").reindex(ids)
     categories = tags["top_category"].fillna("").tolist()
     tag_lists = [list(t) if t is not None else [] for t in tags["tag_names"]]
+    titles = items["title"].fillna("").tolist()
+    snapshot_path = Path(embeddings_root(dataset)).parent / "item_index.npz"
+    change = {"mode": "full"}
     with vector_index.open(dataset.name) as index:
-        collection = index.build(ids, features, categories, tag_lists, items["title"].fillna("").tolist())
+        previous = _incremental_base(config, index, snapshot_path)
+        if previous is None:
+            collection = index.build(ids, features, categories, tag_lists, titles)
+        else:  # the sensor named what changed: touch those rows only, in Milvus and the snapshot
+            row = {item_id: n for n, item_id in enumerate(ids)}
+            upsert = [i for i in dict.fromkeys(config.only_items) if i in row]
+            gone = sorted((set(config.removed_items) | set(config.only_items)) - set(row))
+            picked = [row[i] for i in upsert]
+            if upsert:
+                index.upsert(upsert, features[picked], [categories[n] for n in picked],
+                             [tag_lists[n] for n in picked], [titles[n] for n in picked])
+            if gone:
+                index.delete(gone)
+            collection = index.current_collection()
+            change = {"mode": "incremental", "upserted": len(upsert), "deleted": len(gone)}
         count = index.count()
-    snapshot = ExactIndex(ids, features, categories, tag_lists, source=collection)
-    snapshot_path = snapshot.save(Path(embeddings_root(dataset)).parent / "item_index.npz")
+    version = collection if previous is None else f"{collection}#{context.run_id[:8]}"
+    snapshot = ExactIndex(ids, features, categories, tag_lists, source=version)
+    snapshot_path = snapshot.save(snapshot_path)
     examples = list(ids[: 3])
     rows = []
     for item_id in examples:
@@ -152,5 +198,16 @@ def item_index(context: AssetExecutionContext, dataset: DatasetResource, vector_
         rows.extend(cells)
     frame = pd.DataFrame({"item_id": ids, "category": categories, "collection": collection})
     return Output(frame, metadata={**dataset_metadata(dataset.version()), "collection": collection,
-                                   "indexed": count, "snapshot": str(snapshot_path),
+                                   "indexed": count, "snapshot": str(snapshot_path), "version": version,
+                                   **change,
                                    "nearest_neighbours": gallery(rows)})
+
+
+def _incremental_base(config: CatalogueChangeConfig, index, snapshot_path: Path):
+    """The snapshot to update in place, or None for a full build: when the sensor gave no change
+    list, or the live collection is not the one the last snapshot was taken from."""
+    if not (config.only_items or config.removed_items) or not snapshot_path.exists():
+        return None
+    previous = ExactIndex.load(snapshot_path)
+    live = index.current_collection()
+    return previous if live is not None and previous.source.split("#")[0] == live else None
