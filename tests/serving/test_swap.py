@@ -207,3 +207,29 @@ def test_similar_without_or_beyond_the_neighbour_table_is_still_exact(shop, app_
         for tags in ([], ["red"], ["shoe", "blue"]):
             got = client.get("/items/i00007/similar", params={"k": 8, "tags": tags}).json()["items"]
             assert [i["item_id"] for i in got] == [n for n, _ in shop.index.similar_items("i00007", 8, tags=tags)]
+
+
+def test_an_in_place_milvus_update_is_picked_up(shop, app_factory):
+    """item_index upserts small changes into the live collection (same name) and then rewrites the
+    snapshot: a server reading Milvus notices through the snapshot and re-exports."""
+    from visrec_pipelines.index.exact import ExactIndex
+    from visrec_pipelines.index.milvus_index import MilvusItemIndex
+
+    dataset = shop.dataset("swap-milvus-inplace")
+    shop.register(dataset, "bpr")
+    uri, alias = str(shop.warehouse / dataset / "milvus.db"), f"visrec_items_{dataset}"
+    with MilvusItemIndex(uri=uri, alias=alias) as milvus:
+        milvus.build(shop.index.item_ids, shop.index.vectors, shop.index.categories, shop.index.tags)
+    app = app_factory(dataset, index_source="milvus")
+    with TestClient(app) as client:
+        assert client.get("/items/i00005/similar", params={"k": 1}).json()["items"][0]["item_id"] != "i00009"
+        app.state.manager.reload()
+        twin = shop.index.vectors[shop.index.item_ids.tolist().index("i00005")]
+        with MilvusItemIndex(uri=uri, alias=alias) as milvus:        # i00009 now looks like i00005
+            milvus.upsert(["i00009"], twin[None, :] + 1e-3, ["x"], [["red"]])
+        vectors = shop.index.vectors.copy()
+        vectors[shop.index.item_ids.tolist().index("i00009")] = twin + 1e-3
+        ExactIndex(shop.index.item_ids, vectors, shop.index.categories, shop.index.tags,
+                   source="updated").save(shop.warehouse / dataset / "item_index.npz")
+        assert app.state.manager.reload()["swapped"]
+        assert client.get("/items/i00005/similar", params={"k": 1}).json()["items"][0]["item_id"] == "i00009"

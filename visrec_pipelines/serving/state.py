@@ -490,15 +490,21 @@ class StateManager:
 
         return MilvusItemIndex(uri=self._milvus_uri(), alias=f"visrec_items_{self.settings.dataset}")
 
+    def _snapshot_stat(self):
+        path = self.settings.snapshot_path
+        if not path.is_file():
+            return None
+        stat = path.stat()
+        return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
     def _index_signature(self):
         if self.settings.index_source == "snapshot":
-            path = self.settings.snapshot_path
-            if not path.is_file():
-                return None
-            stat = path.stat()
-            return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            return self._snapshot_stat()
         with self._milvus() as milvus:   # open only for the check: milvus-lite allows one process
-            return milvus.current_collection()
+            collection = milvus.current_collection()
+        # item_index updates small changes in place (same collection) and rewrites the snapshot
+        # right after, so where the warehouse is visible the snapshot's stat tells those apart
+        return None if collection is None else (collection, self._snapshot_stat())
 
     def _load_index(self) -> ExactIndex:
         if self.settings.index_source == "snapshot":
