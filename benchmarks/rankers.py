@@ -6,7 +6,9 @@ scored by our metric code (../shared/docs/evaluation.md).
 Protocol: positives = rating >= 4, catalogue = movies with a poster (that embeds), per-user
 chronological 80/20 split. Our rankers choose hyper-parameters and epochs on the VALIDATION slice
 (fit on ``tune_data``, early stopping on ``validation``), then are refit on all of train for the
-chosen epochs: that refit is ``train_s``. Cornac's peers run with the settings named below.
+chosen epochs: that refit is ``train_s``. Cornac's peers run with the settings named below, and
+``bpr_cornac_settings`` / ``vbpr_cornac_settings`` are ours with exactly the peer's epochs, factors
+and learning rate: the training-time targets compare those like for like.
 Image features: EfficientNet-Lite0 (``vision.encoders``), cached in ~/.cache/visrec/bench/.
 The last line printed is one JSON object.
 """
@@ -35,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 MOVIELENS = Path(os.environ.get("VISREC_MOVIELENS", REPO.parent / "shared" / "datasets" / "movielens-small"))
 CACHE = Path(os.environ.get("VISREC_BENCH_CACHE", Path.home() / ".cache" / "visrec" / "bench"))
 SEED = 0
-VISUAL = {"visual_knn", "vbpr", "deep_mlp", "gru4rec", "amr"}     # rankers that use image features
+VISUAL = {"visual_knn", "vbpr", "vbpr_cornac_settings", "deep_mlp", "gru4rec", "amr"}     # rankers that use image features
 COLUMNS = ("ndcg@20", "recall@20", "precision@20", "auc", "coverage@20", "cold_recall@20")
 
 
@@ -247,11 +249,20 @@ def run_ours(split: Split, wanted, fitted: dict) -> tuple[dict, dict]:
         results[name] = timed_fit_and_score(cls(seed=SEED, **chosen, **extra), split, fitted)
         params[name] = {**chosen, "val_ndcg@20": round(val_ndcg, 4)}
         print(f"{name}: {results[name]}", flush=True)
-    if wanted("bpr_cornac_settings"):   # the same epochs and factors as cornac_bpr, no early stopping
-        from visrec_pipelines.recsys.models.bpr import BPR
-        params["bpr_cornac_settings"] = {"factors": 64, "epochs": 200, "lr": 0.05, "reg": 0.01}
-        results["bpr_cornac_settings"] = timed_fit_and_score(
-            BPR(seed=SEED, patience=None, **params["bpr_cornac_settings"]), split)
+    # the same epochs, factors and learning rate as the Cornac peer, no early stopping: the time
+    # targets compare training budgets like for like (the tuned rows above choose their own epochs)
+    from visrec_pipelines.recsys.models.bpr import BPR
+    from visrec_pipelines.recsys.models.vbpr import VBPR
+
+    same_settings = {
+        "bpr_cornac_settings": (BPR, {"factors": 64, "epochs": 200, "lr": 0.05, "reg": 0.01}),
+        "vbpr_cornac_settings": (VBPR, {"factors": 32, "visual_factors": 32, "epochs": 20, "lr": 0.005}),
+    }
+    for name, (cls, settings) in same_settings.items():
+        if wanted(name):
+            params[name] = settings
+            results[name] = timed_fit_and_score(cls(seed=SEED, patience=None, **settings), split)
+            print(f"{name}: {results[name]}", flush=True)
     return results, params
 
 
@@ -271,12 +282,13 @@ def targets(results: dict, ratio: float | None) -> dict:
         time_ratio = get("bpr_cornac_settings", "train_s") / get("cornac_bpr", "train_s")
         out["bpr_time<=cornac_bpr(same epochs, factors)"] = {"time_ratio": round(time_ratio, 3),
                                                              "met": time_ratio <= 1.0}
-    if get("vbpr", "train_s") and get("cornac_vbpr", "train_s"):
-        time_ratio = get("vbpr", "train_s") / get("cornac_vbpr", "train_s")
-        better = get("vbpr", "ndcg@20") >= get("cornac_vbpr", "ndcg@20")
-        out["vbpr_time<=0.25xcornac_vbpr_at>=ndcg"] = {"time_ratio": round(time_ratio, 3),
-                                                       "ndcg_not_worse": better,
-                                                       "met": time_ratio <= 0.25 and better}
+    for ours in ("vbpr_cornac_settings", "vbpr"):   # same budget as the peer; tuned (own epochs)
+        if get(ours, "train_s") and get("cornac_vbpr", "train_s"):
+            time_ratio = get(ours, "train_s") / get("cornac_vbpr", "train_s")
+            better = get(ours, "ndcg@20") >= get("cornac_vbpr", "ndcg@20")
+            key = "vbpr_time<=0.25xcornac_vbpr_at>=ndcg" + ("" if ours != "vbpr" else " (tuned vbpr)")
+            out[key] = {"model": ours, "time_ratio": round(time_ratio, 3), "ndcg_not_worse": better,
+                        "met": time_ratio <= 0.25 and better}
     return out
 
 
