@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import write_atomically
 from .data.contract import Dataset
 from .data.landing import FILE_PATTERN
 
@@ -88,10 +89,7 @@ class FingerprintStore:
 
     def save(self, fingerprints: dict[str, str]) -> str:
         key = digest(fingerprints)
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f"{key}.tmp"
-        tmp.write_text(json.dumps(fingerprints))
-        os.replace(tmp, self.root / f"{key}.json")
+        write_atomically(self.root / f"{key}.json", json.dumps(fingerprints))
         for old in sorted(self.root.glob("*.json"), key=lambda p: p.stat().st_mtime)[:-self.keep]:
             old.unlink(missing_ok=True)
         return key

@@ -29,6 +29,11 @@ class DatasetResource(ConfigurableResource):
         return {"dataset": self.name, **dataset_version(self.dataset.root)}
 
 
+def asset_stem(base_dir, dataset: str, key_path) -> Path:
+    """Where an asset's value lives, without its suffix (.parquet for tables, .pkl otherwise)."""
+    return Path(base_dir) / dataset / "__".join(key_path)
+
+
 class WarehouseIOManager(ConfigurableIOManager):
     """Asset values under ``<base_dir>/<dataset>/``: DataFrames as Parquet (readable by serving and
     notebooks without Dagster), anything else (trained models) as a pickle."""
@@ -37,7 +42,7 @@ class WarehouseIOManager(ConfigurableIOManager):
     dataset: str
 
     def _stem(self, context) -> Path:
-        return Path(self.base_dir) / self.dataset / "__".join(context.asset_key.path)
+        return asset_stem(self.base_dir, self.dataset, context.asset_key.path)
 
     def handle_output(self, context: OutputContext, obj) -> None:
         stem = self._stem(context)

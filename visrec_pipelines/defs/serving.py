@@ -8,7 +8,6 @@ user + item vectors in a snapshot file; others are served by scoring the bundle.
 """
 
 import json
-import os
 import time
 
 import numpy as np
@@ -16,6 +15,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
 from .. import promotion, settings
+from ..atomic import write_atomically
 from ..resources import DatasetResource, VectorIndexResource
 from .metadata import table_preview
 
@@ -24,13 +24,6 @@ GROUP = "serving"
 
 def publish_path(dataset: str, name: str):
     return settings.warehouse_dir() / dataset / name
-
-
-def _write_atomically(path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 @asset(group_name=GROUP, deps=["champion_ranker"],
@@ -50,14 +43,13 @@ def champion_vectors(context: AssetExecutionContext, dataset: DatasetResource,
     if item_vectors is not None:
         with vector_index.open(dataset.name, purpose="champion") as index:
             collection = index.build(bundle.item_ids, item_vectors, normalise=False)
-        _write_atomically(publish_path(dataset.name, "champion_vectors.npz"), lambda tmp: np.savez(
-            open(tmp, "wb"), version=version, user_ids=bundle.user_ids, user_vectors=user_vectors,
+        write_atomically(publish_path(dataset.name, "champion_vectors.npz"), lambda f: np.savez(
+            f, version=version, user_ids=bundle.user_ids, user_vectors=user_vectors,
             item_ids=bundle.item_ids, item_vectors=item_vectors))
     manifest = {"version": version, "ranker": champion.tags.get("ranker", ranker.name),
                 "run_id": champion.run_id, "factorised": item_vectors is not None,
                 "collection": collection, "published_at": time.time(), "dagster_run_id": context.run_id}
-    _write_atomically(publish_path(dataset.name, "champion.json"),
-                      lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+    write_atomically(publish_path(dataset.name, "champion.json"), json.dumps(manifest, indent=2))
     frame = pd.DataFrame([manifest])
     return Output(frame, metadata={
         "champion_version": version, "ranker": manifest["ranker"], "factorised": manifest["factorised"],

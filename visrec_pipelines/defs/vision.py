@@ -14,7 +14,7 @@ from ..vision.embedding_store import EmbeddingStore
 from ..vision.head_runs import train_and_log_heads
 from ..vision.heads import label_probabilities
 from ..vision.images import thumbnail_data_uri
-from ..vision.tagging import detector_tag_lists, tag_items, tag_quality
+from ..vision.tagging import combine_tag_tables, detector_tag_lists, tag_items, tag_quality, unchanged_tags
 from .metadata import dataset_metadata, gallery, table_preview
 
 GROUP = "vision"
@@ -113,8 +113,9 @@ class CatalogueChangeConfig(Config):
 def previous_output(dataset: DatasetResource, asset_name: str) -> pd.DataFrame | None:
     """This asset's last materialised table in the warehouse (what the IO manager wrote)."""
     from .. import settings
+    from ..resources import asset_stem
 
-    path = settings.warehouse_dir() / dataset.name / f"{asset_name}.parquet"
+    path = asset_stem(settings.warehouse_dir(), dataset.name, [asset_name]).with_suffix(".parquet")
     return pd.read_parquet(path) if path.exists() else None
 
 
@@ -125,7 +126,7 @@ def semantic_tags(context: AssetExecutionContext, config: TagConfig, dataset: Da
     previous = previous_output(dataset, "semantic_tags") if config.only_items else None
     wanted = item_catalogue["item_id"]
     if previous is not None:   # incremental: tag the changed items, keep the rest as they were
-        kept = previous[previous["item_id"].isin(set(wanted) - set(config.only_items))]
+        kept = unchanged_tags(previous, wanted, config.only_items)
         wanted = wanted[~wanted.isin(kept["item_id"])]
     ids, features, top_classes, top_probs = store.load(wanted)
     items = item_catalogue.set_index("item_id").loc[ids].reset_index()
@@ -137,9 +138,7 @@ def semantic_tags(context: AssetExecutionContext, config: TagConfig, dataset: Da
                      min_confidence=config.min_confidence, max_tags=config.max_tags)
     tagged_now = len(tags)
     if previous is not None:
-        tags = pd.concat([kept, tags], ignore_index=True)
-        order = {item_id: n for n, item_id in enumerate(item_catalogue["item_id"])}
-        tags = tags.sort_values("item_id", key=lambda c: c.map(order)).reset_index(drop=True)
+        tags = combine_tag_tables(kept, tags, item_catalogue["item_id"])
         items = item_catalogue.set_index("item_id").loc[tags["item_id"]].reset_index()
         paths = [str(dataset.dataset.image_file(p)) for p in items["image_path"]]
     multi = [h.group.column for h in tag_heads if h.group.multi_label]
@@ -173,17 +172,9 @@ def item_index(context: AssetExecutionContext, config: CatalogueChangeConfig, da
         if previous is None:
             collection = index.build(ids, features, categories, tag_lists, titles)
         else:  # the sensor named what changed: touch those rows only, in Milvus and the snapshot
-            row = {item_id: n for n, item_id in enumerate(ids)}
-            upsert = [i for i in dict.fromkeys(config.only_items) if i in row]
-            gone = sorted((set(config.removed_items) | set(config.only_items)) - set(row))
-            picked = [row[i] for i in upsert]
-            if upsert:
-                index.upsert(upsert, features[picked], [categories[n] for n in picked],
-                             [tag_lists[n] for n in picked], [titles[n] for n in picked])
-            if gone:
-                index.delete(gone)
+            change = {"mode": "incremental", **index.apply_changes(
+                ids, features, categories, tag_lists, titles, config.only_items, config.removed_items)}
             collection = index.current_collection()
-            change = {"mode": "incremental", "upserted": len(upsert), "deleted": len(gone)}
         count = index.count()
     version = collection if previous is None else f"{collection}#{context.run_id[:8]}"
     snapshot = ExactIndex(ids, features, categories, tag_lists, source=version)

@@ -6,12 +6,12 @@ precomputed row lists per category and per tag, so a filtered query only scores 
 """
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from visrec_pipelines.atomic import write_atomically
 
 _TAG_JOIN = "\x1f"  # ASCII unit separator: cannot clash with a real tag, keeps the .npz pickle-free
 Neighbours = list[tuple[str, float]]
@@ -135,22 +135,11 @@ class ExactIndex:
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tags = np.asarray([_TAG_JOIN.join(t) for t in self.tags], dtype=str)
-        # Write beside, then rename: a server polling this file sees the old or the new snapshot,
-        # never a half-written one.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "wb") as f:  # an open file keeps numpy from appending ".npz" to the name
-                np.savez(f, item_ids=self.item_ids, vectors=self.vectors, categories=self.categories,
-                         tags=tags, source=np.asarray(self.source))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        # a server polling this file sees the old or the new snapshot, never a half-written one
+        return write_atomically(path, lambda f: np.savez(
+            f, item_ids=self.item_ids, vectors=self.vectors, categories=self.categories, tags=tags,
+            source=np.asarray(self.source)))
 
     @classmethod
     def load(cls, path: str | Path) -> "ExactIndex":

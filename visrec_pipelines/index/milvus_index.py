@@ -108,6 +108,22 @@ class MilvusItemIndex:
     def delete(self, item_ids: Sequence[str]) -> None:
         self._live_client().delete(self.alias, ids=[str(i) for i in item_ids])
 
+    def apply_changes(self, item_ids: Sequence[str], vectors, categories, tags, titles,
+                      changed: Sequence[str], removed: Sequence[str]) -> dict:
+        """Bring the live collection up to date for ``changed`` and ``removed`` items only, given
+        the whole catalogue (ids aligned with vectors, categories, tags, titles): changed items
+        still in it are upserted, the rest (removed, or changed out of the catalogue) deleted."""
+        row = {str(item_id): n for n, item_id in enumerate(item_ids)}
+        upsert = [i for i in dict.fromkeys(map(str, changed)) if i in row]
+        gone = sorted((set(map(str, removed)) | set(map(str, changed))) - set(row))
+        picked = [row[i] for i in upsert]
+        if upsert:
+            self.upsert(upsert, np.asarray(vectors)[picked], [categories[n] for n in picked],
+                        [tags[n] for n in picked], [titles[n] for n in picked])
+        if gone:
+            self.delete(gone)
+        return {"upserted": len(upsert), "deleted": len(gone)}
+
     # --- queries -------------------------------------------------------------------------------
     def search_vector(self, vector, k: int = 10, category: str | None = None, tags=None) -> Neighbours:
         if k <= 0:

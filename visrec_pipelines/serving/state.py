@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import write_atomically
 from ..data.contract import Dataset
 from ..index.exact import ExactIndex, as_tag_list
 from . import reasons
@@ -588,13 +589,7 @@ class StateManager:
                   "written_at": _iso(time.time()), "pid": os.getpid()}
         path = self.last_good_path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "w") as handle:
-                json.dump(record, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)          # a kill at any point leaves the old or the new record
+            write_atomically(path, json.dumps(record))   # a kill leaves the old or the new record
         except OSError as exc:
             self._record("state", None, f"cannot write {path}: {exc}")
 

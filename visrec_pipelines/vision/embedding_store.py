@@ -23,6 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from visrec_pipelines.atomic import write_atomically
+
 FORMAT_VERSION = 1
 TOP_K = 10
 Loaded = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
@@ -220,7 +222,7 @@ class EmbeddingStore:
                 return manifest
         manifest = {"format": FORMAT_VERSION, "encoder_id": self.encoder_id,
                     "preprocessing": preprocessing, "dim": dim}
-        _atomic_write(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_atomically(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return manifest
 
     def _remember_dim(self, dim: int) -> None:
@@ -284,7 +286,3 @@ def _in_shard(ids: pd.Series, index: int, n_shards: int) -> np.ndarray:
     return np.fromiter((shard_of(i, n_shards) == index for i in ids), bool, len(ids))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

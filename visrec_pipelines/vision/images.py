@@ -22,6 +22,8 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from visrec_pipelines.atomic import write_atomically
+
 REASONS = ("missing_file", "zero_byte", "file_too_large", "not_an_image", "truncated",
            "decompression_bomb", "too_small", "unsupported_mode", "unreadable")
 
@@ -123,11 +125,7 @@ class ImageCheckCache:
 
     def save(self, cache: dict, keep: set[str] | None = None) -> None:
         """Write ``cache``, forgetting paths not in ``keep`` (items that left the catalogue)."""
-        entries = {p: e for p, e in cache.items() if keep is None or p in keep}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entries))
-        os.replace(tmp, self.path)
+        write_atomically(self.path, json.dumps({p: e for p, e in cache.items() if keep is None or p in keep}))
 
 
 def thumbnail_data_uri(path: Path, size: int = 96) -> str:

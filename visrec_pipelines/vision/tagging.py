@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -88,3 +87,16 @@ def detector_tag_lists(detector, image_paths: list[str], batch_size: int = 8,
         found = iter(detector.detect([im for im in images if im is not None]))
         out.extend(detector_tags(next(found), min_score) if im is not None else [] for im in images)
     return out
+
+
+def unchanged_tags(previous: pd.DataFrame, catalogue_ids, changed) -> pd.DataFrame:
+    """The rows of an earlier ``tag_items`` table that still hold: items still in the catalogue
+    and not among ``changed``."""
+    return previous[previous["item_id"].isin(set(catalogue_ids) - set(changed))]
+
+
+def combine_tag_tables(kept: pd.DataFrame, fresh: pd.DataFrame, catalogue_ids) -> pd.DataFrame:
+    """Kept and freshly computed tag rows together, in catalogue order."""
+    order = {item_id: n for n, item_id in enumerate(catalogue_ids)}
+    merged = pd.concat([kept, fresh], ignore_index=True)
+    return merged.sort_values("item_id", key=lambda c: c.map(order)).reset_index(drop=True)
