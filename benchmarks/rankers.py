@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from visrec_pipelines.recsys.base import Ranker, TrainData
+from visrec_pipelines.recsys.item_content import item_content
 from visrec_pipelines.recsys.metrics import evaluate
 from visrec_pipelines.recsys.split import Split, make_split
 
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 MOVIELENS = Path(os.environ.get("VISREC_MOVIELENS", REPO.parent / "shared" / "datasets" / "movielens-small"))
 CACHE = Path(os.environ.get("VISREC_BENCH_CACHE", Path.home() / ".cache" / "visrec" / "bench"))
 SEED = 0
-VISUAL = {"visual_knn", "vbpr", "vbpr_cornac_settings", "deep_mlp", "gru4rec", "amr"}     # rankers that use image features
+VISUAL = {"visual_knn", "vbpr", "vbpr_cornac_settings", "deep_mlp", "gru4rec", "amr", "visual_content"}     # rankers that use image features
 COLUMNS = ("ndcg@20", "recall@20", "precision@20", "auc", "coverage@20", "cold_recall@20")
 
 
@@ -67,6 +68,11 @@ def our_rankers() -> dict[str, tuple[type, list[dict]]]:
     from visrec_pipelines.recsys.models.deep import DeepRanker
     from visrec_pipelines.recsys.models.sequence import SequenceRanker
 
+    from visrec_pipelines.recsys.models.visual_content import VisualContentRanker
+
+    registry["visual_content"] = (VisualContentRanker, grid(weight_decay=[1e-3, 3e-3]))
+    # ablation: the same model without the posters (catalogue attributes only), at the same L2
+    registry["visual_content_no_image"] = (VisualContentRanker, grid(weight_decay=[1e-3], use_image=[False]))
     registry["deep_mlp"] = (DeepRanker, [{}])
     registry["gru4rec"] = (SequenceRanker, [{}])
     registry["amr"] = (AMR, grid(factors=[32], visual_factors=[32], lr=[0.005, 0.01], epochs=[60],
@@ -120,7 +126,8 @@ def movielens_split(root: Path) -> tuple[Split, str]:
     row = {item: n for n, item in enumerate(item_ids)}
     split = make_split(movielens_events(root), catalogue,
                        item_features=features[[row[i] for i in catalogue]])
-    return split, encoder_id
+    movies.columns = ["item_id", *movies.columns[1:]]
+    return split.with_item_content(item_content(movies, split.train.item_ids)), encoder_id
 
 
 # --- Cornac peers ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from visrec_pipelines.recsys.models.deep import DeepRanker
 from visrec_pipelines.recsys.models.mostpop import MostPop
 from visrec_pipelines.recsys.models.sequence import SequenceRanker
 from visrec_pipelines.recsys.models.vbpr import VBPR
+from visrec_pipelines.recsys.models.visual_content import VisualContentRanker
 
 CLUSTERS, USERS_PER_CLUSTER, WARM_PER_CLUSTER, COLD_PER_CLUSTER, DIM = 4, 30, 20, 5, 16
 
@@ -59,6 +60,8 @@ FACTORIES = {
                                                     chunk=8, n_negatives=64, lr=1e-2, seed=seed),
     "amr": lambda seed=0, **kw: AMR(factors=8, visual_factors=8, epochs=kw.get("epochs", 40), batch_size=256,
                                     lr=0.02, epsilon=0.1, patience=None, seed=seed),
+    "visual_content": lambda seed=0, **kw: VisualContentRanker(factors=8, epochs=kw.get("epochs", 40), batch_size=256,
+                                                               lr=0.02, members=2, patience=None, seed=seed),
 }
 
 
@@ -104,7 +107,7 @@ def test_same_seed_same_model_other_seed_other_model(name, data):
 @pytest.mark.parametrize("name", FACTORIES)
 def test_vectors_give_the_scores_where_the_model_is_factorised(name, fitted, data):
     model, users = fitted[name], np.arange(data.train.n_users)
-    if name == "deep":  # the MLP mixes user and item: no inner-product form
+    if name in ("deep", "visual_content"):  # MLP / age term pair user and item: no inner product
         assert model.user_vectors() is None and model.item_vectors() is None
         return
     user_vectors, item_vectors = model.user_vectors(), model.item_vectors()
@@ -121,7 +124,7 @@ def test_learns_the_planted_taste_and_finds_cold_items_by_their_image(name, fitt
     assert learned["cold_recall@20"] > 0.5, learned
 
 
-@pytest.mark.parametrize("name", ["deep", "sequence"])
+@pytest.mark.parametrize("name", ["deep", "sequence", "visual_content"])
 def test_early_stopping_on_a_validation_slice_carved_from_train(name, data):
     """``Split.validation`` is a subset of ``Split.train``: the epochs are chosen on the rest, then
     the model is refit on all of train (so every train positive counts as seen)."""

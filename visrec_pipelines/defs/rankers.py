@@ -1,6 +1,7 @@
 """Ranker assets: the evaluation split, one asset per ranker, the evaluation table and the gate."""
 import math
 
+import numpy as np
 import pandas as pd
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetIn,
                      Config, MetadataValue, Output, asset)
@@ -8,6 +9,7 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Asset
 from .. import promotion
 from ..recsys import zoo
 from ..recsys.bundle import RankerBundle
+from ..recsys.item_content import item_content
 from ..recsys.metrics import evaluate
 from ..recsys.split import PROTOCOL_NAME, make_split
 from ..resources import DatasetResource
@@ -32,6 +34,7 @@ def interaction_split(config: SplitConfig, dataset: DatasetResource, behaviour_e
                       item_catalogue: pd.DataFrame, image_embeddings: pd.DataFrame):
     ids, features = aligned_features(dataset, image_embeddings, item_catalogue["item_id"])
     split = make_split(behaviour_events, ids, min_positives=config.min_positives).with_item_features(features)
+    split = split.with_item_content(item_content(item_catalogue, split.train.item_ids))
     test_users = int((split.test.matrix().getnnz(axis=1) > 0).sum())
     yield AssetCheckResult(check_name=ENOUGH, passed=test_users >= config.min_test_users,
                            severity=AssetCheckSeverity.ERROR,
@@ -39,7 +42,9 @@ def interaction_split(config: SplitConfig, dataset: DatasetResource, behaviour_e
     yield Output(split, metadata={"test_users": test_users, **dataset_metadata(dataset.version()), "protocol": PROTOCOL_NAME,
                                    "parameters": MetadataValue.json(split.protocol),
                                    "report": MetadataValue.json({k: _plain(v) for k, v in split.report.items()}),
-                                   "train_users": int(split.train.n_users), "catalogue_items": int(split.train.n_items)})
+                                   "train_users": int(split.train.n_users), "catalogue_items": int(split.train.n_items),
+                                   "item_attributes": int(split.train.item_attributes.shape[1]),
+                                   "items_with_date": int(np.isfinite(split.train.item_available).sum())})
 
 
 def _plain(value):

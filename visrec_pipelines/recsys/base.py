@@ -5,6 +5,7 @@ can serve it.
 Users and items are dense indices 0..n-1 into ``TrainData.user_ids`` / ``item_ids``. Item features
 (L2-normalised image embeddings) are rows aligned with ``item_ids``; every catalogue item has one,
 including items nobody has interacted with yet (the cold items only visual models can find).
+Catalogue content (``recsys.item_content``: labels, title words, release date) may ride along.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class TrainData:
     items: np.ndarray               # (n_interactions,) int item index
     timestamps: np.ndarray          # (n_interactions,) float unix seconds
     item_features: np.ndarray | None = None   # (n_items, d) float32, L2-normalised
+    item_attributes: sp.csr_matrix | None = None  # (n_items, a) float32: labels, title words, era
+    item_available: np.ndarray | None = None   # (n_items,) unix seconds available since, NaN unknown
 
     @property
     def n_users(self) -> int:

@@ -65,6 +65,14 @@ class Split:
                        validation=replace(self.validation, item_features=features),
                        test=replace(self.test, item_features=features))
 
+    def with_item_content(self, content) -> "Split":
+        """Attach an ``item_content.ItemContent`` aligned with ``item_ids``."""
+        if content.attributes.shape[0] != self.train.n_items:
+            raise ValueError(f"{content.attributes.shape[0]} content rows for {self.train.n_items} items")
+        extra = {"item_attributes": content.attributes, "item_available": content.available_since}
+        return replace(self, train=replace(self.train, **extra), validation=replace(self.validation, **extra),
+                       test=replace(self.test, **extra))
+
 
 def make_split(events: pd.DataFrame, catalogue_item_ids, *, rating_threshold: float = 4.0,
                implicit_positive_types=IMPLICIT_POSITIVE_TYPES, min_positives: int = 5,

@@ -15,13 +15,14 @@ from .base import Ranker
 from .split import Split
 
 FACTORIES: dict[str, Callable[..., Ranker]] = {}
-NEEDS_IMAGE_FEATURES = {"visual_knn", "vbpr", "amr", "deep", "sequence"}
+NEEDS_IMAGE_FEATURES = {"visual_knn", "vbpr", "amr", "deep", "sequence", "visual_content"}
 # Small grids searched on the validation slice (each candidate early-stopped there); the rest of a
 # model's settings are its defaults. L2 strength matters most: sparse shops want far more of it.
 TUNING: dict[str, dict[str, list]] = {
     "bpr": {"reg": [0.003, 0.01, 0.03]},
     "vbpr": {"reg": [0.01, 0.1]},
     "amr": {"reg": [0.01, 0.1]},
+    "visual_content": {"weight_decay": [0.001, 0.003]},
 }
 
 
@@ -34,9 +35,10 @@ def _register() -> None:
     from .models.visual_knn import VisualKNN
     from .models.deep import DeepRanker
     from .models.sequence import SequenceRanker
+    from .models.visual_content import VisualContentRanker
 
     FACTORIES.update(mostpop=MostPop, itemknn=ItemKNN, ease=EASE, visual_knn=VisualKNN, bpr=BPR, vbpr=VBPR,
-                     deep=DeepRanker, sequence=SequenceRanker)
+                     deep=DeepRanker, sequence=SequenceRanker, visual_content=VisualContentRanker)
     try:
         from .models.amr import AMR
         FACTORIES["amr"] = AMR
