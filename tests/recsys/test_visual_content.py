@@ -3,6 +3,7 @@ the image features to find cold items."""
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -52,7 +53,7 @@ def test_shop_catalogue_dates_come_from_added_at():
 def test_age_buckets_hand_computed():
     now = 1_000 * DAY
     available = np.array([np.nan, now + DAY, now - 3 * DAY, now - 10 * DAY, now - 400 * DAY, now - 60 * 365 * DAY])
-    buckets = age_buckets(np.array([now]), available)[0]
+    buckets = age_buckets(now, available)
     assert list(buckets) == [0, 1, 2, 3, 2 + 5, len(AGE_EDGES_DAYS) + 1]
 
 
@@ -87,14 +88,14 @@ def new_arrivals(seed: int = 0, n_early: int = 150, n_late: int = 40, n_warm: in
 
 def test_learns_that_people_want_new_arrivals_and_finds_them_cold():
     train, test = new_arrivals()
-    split = type("S", (), {"train": train, "test": test})
+    split = SimpleNamespace(train=train, test=test)
     model = VisualContentRanker(factors=4, epochs=30, batch_size=256, lr=0.02, members=1, patience=None).fit(train)
     with_dates = evaluate(model, split)
     # 20 cold items among ~98 candidates: a blind top 20 finds about a fifth of them
     assert with_dates["cold_recall@20"] > 0.5, with_dates
     undated = replace(train, item_available=None)
     blind = VisualContentRanker(factors=4, epochs=30, batch_size=256, lr=0.02, members=1, patience=None).fit(undated)
-    assert evaluate(blind, type("S", (), {"train": undated, "test": test}))["cold_recall@20"] < 0.3
+    assert evaluate(blind, SimpleNamespace(train=undated, test=test))["cold_recall@20"] < 0.3
     vbpr = VBPR(factors=4, visual_factors=4, epochs=30, lr=0.02, patience=None).fit(train)
     assert evaluate(vbpr, split)["cold_recall@20"] < 0.3                 # images alone carry nothing here
 
@@ -122,7 +123,7 @@ def test_labels_alone_find_cold_items_when_images_say_nothing():
                          item_attributes=content.attributes, item_available=content.available_since)
     train, test = as_data(train_rows), as_data(test_rows)
     model = VisualContentRanker(factors=4, epochs=30, batch_size=256, lr=0.02, members=1, patience=None).fit(train)
-    assert evaluate(model, type("S", (), {"train": train, "test": test}))["cold_recall@20"] > 0.9
+    assert evaluate(model, SimpleNamespace(train=train, test=test))["cold_recall@20"] > 0.9
 
 
 def test_needs_some_content():

@@ -37,9 +37,9 @@ N_AGE_BUCKETS = len(AGE_EDGES_DAYS) + 2          # + unknown date, + not yet ava
 
 
 def age_buckets(user_time: np.ndarray, available: np.ndarray) -> np.ndarray:
-    """(len(user_time), len(available)) int bucket of each item's age at each user's time:
+    """Int bucket of each item's age at the user's time, elementwise with numpy broadcasting:
     0 unknown, 1 not yet available, then one per ``AGE_EDGES_DAYS`` interval."""
-    age = (np.asarray(user_time, float)[:, None] - np.asarray(available, float)[None, :]) / DAY
+    age = (np.asarray(user_time, float) - np.asarray(available, float)) / DAY
     buckets = np.searchsorted(AGE_EDGES_DAYS, np.nan_to_num(age, nan=0.0), side="right") + 1
     return np.where(np.isnan(age), 0, buckets).astype(np.int64)
 
@@ -71,9 +71,10 @@ class ItemContentRows:
 
     def __init__(self, image: np.ndarray | None, attributes: sp.csr_matrix | None):
         self.image = None if image is None else torch.from_numpy(np.ascontiguousarray(image, np.float32))
+        self.attributes = None if attributes is None else sp.csr_matrix(attributes, dtype=np.float32)
         self.n_attributes = 0 if attributes is None else attributes.shape[1]
         if attributes is not None:
-            attributes = sp.csr_matrix(attributes, dtype=np.float32)
+            attributes = self.attributes
             self.indptr = torch.from_numpy(attributes.indptr.astype(np.int64))
             self.indices = torch.from_numpy(attributes.indices.astype(np.int64))
             self.values = torch.from_numpy(attributes.data)
@@ -121,10 +122,8 @@ class VisualContentRanker(Ranker):
         parts = []
         if rows.image is not None:
             parts.append(np.asarray(seen @ rows.image.numpy()))
-        if rows.n_attributes:
-            attributes = sp.csr_matrix((rows.values.numpy(), rows.indices.numpy(), rows.indptr.numpy()),
-                                       shape=(seen.shape[1], rows.n_attributes))
-            parts.append((seen @ attributes).toarray())
+        if rows.attributes is not None:
+            parts.append((seen @ rows.attributes).toarray())
         counts = np.maximum(np.diff(seen.indptr), 1)[:, None]
         return torch.from_numpy((np.concatenate(parts, axis=1) / counts).astype(np.float32))
 
@@ -170,15 +169,11 @@ class VisualContentRanker(Ranker):
 
     def _epoch(self, net: ContentNet, opt, sampler: TripleSampler, content: ItemContentRows,
                profiles: torch.Tensor) -> None:
-        user_time, available = torch.from_numpy(self.user_time), torch.from_numpy(self.available)
-        edges = torch.from_numpy(AGE_EDGES_DAYS)
-
-        def buckets(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-            age = (user_time[u] - available[i]) / DAY
-            b = torch.bucketize(torch.nan_to_num(age, nan=0.0), edges, right=True) + 1
-            return torch.where(torch.isnan(age), 0, b)
-
-        users, positives, negatives = (torch.from_numpy(a) for a in sampler.epoch())
+        users, positives, negatives = sampler.epoch()
+        time = self.user_time[users]
+        ages = (torch.from_numpy(age_buckets(time, self.available[positives])),
+                torch.from_numpy(age_buckets(time, self.available[negatives])))
+        users, positives, negatives = (torch.from_numpy(a) for a in (users, positives, negatives))
         for batch in torch.split(torch.arange(len(users)), self.batch_size):
             u, i, j = users[batch], positives[batch], negatives[batch]
             distinct, where = torch.unique(torch.cat([i, j]), return_inverse=True)
@@ -188,9 +183,9 @@ class VisualContentRanker(Ranker):
             user_vecs = net.user(u) + net.profile(profiles[known])[at]
             user_age = net.user_age(u)
             half = len(u)
-            s_i, s_j = ((user_vecs * vectors[part]).sum(1) + bias[part] + net.age[buckets(u, items)]
-                        + user_age.gather(1, buckets(u, items)[:, None])[:, 0]
-                        for part, items in ((slice(None, half), i), (slice(half, None), j)))
+            s_i, s_j = ((user_vecs * vectors[part]).sum(1) + bias[part] + net.age[bucket[batch]]
+                        + user_age.gather(1, bucket[batch][:, None])[:, 0]
+                        for part, bucket in ((slice(None, half), ages[0]), (slice(half, None), ages[1])))
             loss = -F.logsigmoid(s_i - s_j).mean()
             loss = loss + self.reg_user * (net.user(u).square().sum() + user_age.square().sum()) / half
             opt.zero_grad()
@@ -221,6 +216,6 @@ class VisualContentRanker(Ranker):
         """The members' mean score (bias and age terms are linear, so they are averaged up front)."""
         users = np.atleast_1d(users)
         scores = self.user_table[users] @ self.item_table.T + self.item_bias[None, :]
-        buckets = age_buckets(self.user_time[users], self.available)
+        buckets = age_buckets(self.user_time[users][:, None], self.available[None, :])
         scores += np.take_along_axis(self.age_weights[users], buckets, axis=1)
         return scores.astype(np.float32, copy=False)
