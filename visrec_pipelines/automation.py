@@ -1,13 +1,13 @@
-"""What the sensors look at, as plain functions: fingerprints of the catalogue, the behaviour
-landing files and the registry's champion. No Dagster here, so each is testable on its own.
+"""What the sensors look at, as plain functions: fingerprints of the catalogue and the behaviour
+landing files. No Dagster here, so each is testable on its own.
 
 - Catalogue: one fingerprint per item = its items.csv row + its image file's size and mtime. The
   sensor's cursor names a digest; the fingerprints behind it are kept in a small JSON file next to
   the warehouse, so the next tick can tell which items were added, changed or removed.
 - Behaviour: events.csv's signature and the landing files (``Dataset.landing_events_dir``:
-  ``assets/<dataset>.landing/events/*.csv``, written atomically by the serving API or a loader). The cursor is a watermark of
-  modification times plus the names seen at the watermark's edge, so each file triggers once.
-- Champion: the registered version the ``champion`` alias points at.
+  ``assets/<dataset>.landing/events/*.csv``, written atomically by the serving API or a loader).
+  The cursor is a watermark of modification times plus the names seen at the watermark's edge, so
+  each file triggers once.
 """
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import write_atomically
-from .data.contract import Dataset
-from .data.landing import FILE_PATTERN
+from .data.contract import FILE_PATTERN, Dataset
 
 EDGE_NS = 3_600 * 10**9   # files this close to the watermark are remembered by name (clock slack)
 
@@ -104,7 +103,7 @@ class BehaviourCursor:
     edge: list[str] = field(default_factory=list)   # names with mtime in (watermark - EDGE_NS, watermark]
 
     @classmethod
-    def parse(cls, text: str | None) -> "BehaviourCursor":
+    def parse(cls, text: str | None) -> BehaviourCursor:
         return cls(**json.loads(text)) if text else cls()
 
     def dumps(self) -> str:

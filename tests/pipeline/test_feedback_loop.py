@@ -13,7 +13,6 @@ from dagster import AssetKey, DagsterInstance
 
 from visrec_pipelines.data.contract import Dataset
 from visrec_pipelines.data.demo import generate_demo
-from visrec_pipelines.data.landing import read_landed_events
 from visrec_pipelines.runner import run_pipeline
 
 BIN = Path(sys.executable).parent
@@ -22,7 +21,7 @@ BIN = Path(sys.executable).parent
 def retrain(instance) -> dict:
     from visrec_pipelines.definitions import build_definitions
 
-    job = build_definitions("demo").resolve_job_def("retrain")
+    job = build_definitions().resolve_job_def("retrain")      # settings from the environment, as the server
     job.execute_in_process(instance=instance, raise_on_error=False)   # a "no" from the gate is fine
     event = instance.get_latest_materialization_event(AssetKey("behaviour_source"))
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
@@ -78,7 +77,7 @@ def test_events_posted_during_a_retrain_are_all_kept_once(isolated_env, monkeypa
         poster.join(120)
         assert not answers["errors"] and not poster.is_alive()
 
-        landed = read_landed_events(Dataset(shop.root))
+        landed = Dataset(shop.root).read_landed_events()
         assert sorted(landed["event_id"]) == sorted(sent)              # none lost, none twice
         assert answers["stored"] == len(sent) and answers["duplicates"] > 0
         assert 0 <= during["landed_feedback_rows"] < len(sent)          # that run saw a part of them

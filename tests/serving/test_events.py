@@ -1,13 +1,14 @@
 """POST /events: validated, idempotent by event id, landed atomically where the pipeline reads them."""
 import multiprocessing
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 
 from visrec_pipelines.data.contract import Dataset
-from visrec_pipelines.data.landing import EventLanding, read_landed_events, validate_event
+from visrec_pipelines.data.landing import EventLanding
+from visrec_pipelines.data.rules import validate_event
 
 
 @pytest.fixture
@@ -18,7 +19,7 @@ def events_app(shop, app_factory, request):
 
 
 def landed(shop, dataset):
-    return read_landed_events(Dataset(shop.assets / dataset))
+    return Dataset(shop.assets / dataset).read_landed_events()
 
 
 def event(event_id="e1", **overrides):
@@ -61,7 +62,7 @@ def test_a_retry_without_timestamp_is_still_a_duplicate(shop, events_app):
         client.post("/events", json=event("t1"))            # timestamp defaults to now
         assert client.post("/events", json=event("t1")).json()["duplicates"] == 1
     stamp = landed(shop, dataset).iloc[0]["timestamp"]
-    assert abs(datetime.fromisoformat(stamp.replace("Z", "+00:00")) - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    assert abs(datetime.fromisoformat(stamp.replace("Z", "+00:00")) - datetime.now(UTC)) < timedelta(minutes=1)
 
 
 def test_batches_are_all_or_nothing(shop, events_app):
@@ -161,7 +162,7 @@ def test_processes_share_the_ledger(tmp_path):
     for w in workers:
         w.join(60)
     assert [w.exitcode for w in workers] == [0, 0]
-    rows = read_landed_events(Dataset(tmp_path / "shop"))
+    rows = Dataset(tmp_path / "shop").read_landed_events()
     assert sorted(rows["event_id"]) == sorted(f"p{n}" for n in range(45))
     assert EventLanding(directory).count() == 45
 
@@ -183,12 +184,12 @@ def test_a_crash_before_the_commit_neither_loses_nor_duplicates(tmp_path, monkey
         landing.store(batch)
     monkeypatch.undo()
     assert landing.count() == 0                       # the ledger rolled back ...
-    assert len(read_landed_events(Dataset(tmp_path / "shop"))) == 2   # ... the file was already complete
+    assert len(Dataset(tmp_path / "shop").read_landed_events()) == 2   # ... the file was already complete
 
     retry = landing.store(batch)                      # the client was never answered: it retries
     assert retry.stored == ["x1", "x2"]
     assert len(list(directory.glob("events-*.csv"))) == 1      # same ids, same file: overwritten
-    assert len(read_landed_events(Dataset(tmp_path / "shop"))) == 2
+    assert len(Dataset(tmp_path / "shop").read_landed_events()) == 2
 
     # A crash that nobody retries: reopening the area adopts the orphan file's ids.
     monkeypatch.setattr(EventLanding, "_write_file", crash_after_writing)
@@ -198,4 +199,4 @@ def test_a_crash_before_the_commit_neither_loses_nor_duplicates(tmp_path, monkey
     reopened = EventLanding(directory)
     assert reopened.count() == 3
     assert reopened.store([validate_event(event("x3"), known)]).duplicates == ["x3"]
-    assert len(read_landed_events(Dataset(tmp_path / "shop"))) == 3
+    assert len(Dataset(tmp_path / "shop").read_landed_events()) == 3

@@ -22,10 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from .rules import EVENT_TYPES, RATING_RANGE  # noqa: F401  (re-exported: the contract's vocabulary)
+
 ITEM_COLUMNS = ("item_id", "image_path", "title")
 EVENT_COLUMNS = ("user_id", "item_id", "event_type", "value", "timestamp")
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
-RATING_RANGE = (0.5, 5.0)
+# Feedback landed beside the dataset (``data.landing`` writes it): the event columns + event_id.
+LANDED_COLUMNS = (*EVENT_COLUMNS, "event_id")
+FILE_PATTERN = "events-*.csv"
 
 
 class DatasetError(ValueError):
@@ -84,14 +87,25 @@ class Dataset:
     def read_events(self) -> pd.DataFrame:
         """events.csv, then the events landed by the serving API (with their ``event_id``; that
         column is absent when nothing has landed, so the table is exactly events.csv then)."""
-        from .landing import read_landed_events
-
         self.check()
         events = read_table(self.events_path, EVENT_COLUMNS)
-        landed = read_landed_events(self)
+        landed = self.read_landed_events()
         if landed.empty:
             return events
         return pd.concat([events, landed], ignore_index=True)
+
+    def read_landed_events(self) -> pd.DataFrame:
+        """Every landed event as text, columns LANDED_COLUMNS, one row per event id (the first
+        file in name order wins), in file order."""
+        directory = self.landing_events_dir
+        files = sorted(directory.glob(FILE_PATTERN)) if directory.is_dir() else []
+        frames = [frame for frame in (read_table(path, LANDED_COLUMNS) for path in files) if len(frame)]
+        if not frames:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in LANDED_COLUMNS})
+        landed = pd.concat(frames, ignore_index=True)[list(LANDED_COLUMNS)]
+        # an event without an id (a bulk loader's row) cannot be a retry of another: keep every one
+        repeated = landed["event_id"].notna() & (landed["event_id"] != "") & landed.duplicated("event_id")
+        return landed[~repeated].reset_index(drop=True)
 
     def read_users(self) -> pd.DataFrame | None:
         return read_table(self.users_path, ("user_id",)) if self.users_path.is_file() else None

@@ -7,7 +7,7 @@ a reason and every source row stays accounted for.
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +32,7 @@ def unix_to_iso(value: str | None) -> str | None:
         seconds = float(value)
     except ValueError:
         return value
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def _copy_images(pairs: list[tuple[Path, Path]], progress: bool) -> None:

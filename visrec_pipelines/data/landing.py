@@ -26,37 +26,18 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import json
-import math
 import os
-import re
 import sqlite3
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
 
-import pandas as pd
+from ..times import iso_utc
+from .contract import FILE_PATTERN, LANDED_COLUMNS, Dataset
+from .rules import LandingEvent
 
-from .contract import EVENT_COLUMNS, EVENT_TYPES, RATING_RANGE, Dataset, read_table
-
-LANDED_COLUMNS = (*EVENT_COLUMNS, "event_id")
 LEDGER_NAME = "_ledger.sqlite3"
-FILE_PATTERN = "events-*.csv"
-# The same rules the pipeline's Great Expectations suite applies (behaviour_events.json), so an
-# event accepted here is not quarantined later.
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-EVENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-EARLIEST = datetime(1990, 1, 1, tzinfo=timezone.utc)
-
-
-class EventRejected(ValueError):
-    """An event that breaks the contract; ``field`` names the offending field."""
-
-    def __init__(self, field: str, message: str, index: int | None = None):
-        super().__init__(message)
-        self.field, self.message, self.index = field, message, index
 
 
 class EventConflict(ValueError):
@@ -68,102 +49,10 @@ class EventConflict(ValueError):
 
 
 @dataclass(frozen=True)
-class LandingEvent:
-    """A validated event, in the text form the landing CSV stores."""
-    event_id: str
-    user_id: str
-    item_id: str
-    event_type: str
-    value: str | None        # None = empty cell (the contract's "1" for implicit events)
-    timestamp: str           # ISO-8601 UTC, e.g. 2025-01-02T03:04:05.123456Z
-    digest: str              # of what the client sent (a defaulted timestamp is not part of it)
-
-    def row(self) -> dict:
-        return {"user_id": self.user_id, "item_id": self.item_id, "event_type": self.event_type,
-                "value": self.value, "timestamp": self.timestamp, "event_id": self.event_id}
-
-
-@dataclass(frozen=True)
 class StoreResult:
     stored: list[str]        # event ids written now
     duplicates: list[str]    # event ids accepted earlier (a retry): nothing written
     file: str | None         # the landing file written, if any
-
-
-def validate_event(raw: dict, known_item_ids, known_user_ids=None, now: datetime | None = None,
-                   index: int | None = None) -> LandingEvent:
-    """Check one posted event against the contract; raises EventRejected with a clear message."""
-    now = now or datetime.now(timezone.utc)
-
-    def text(name: str, pattern: re.Pattern, what: str) -> str:
-        value = raw.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            raise EventRejected(name, f"{name} is required", index)
-        if not isinstance(value, (str, int)) or isinstance(value, bool):
-            raise EventRejected(name, f"{name} must be a string", index)
-        value = str(value)
-        if not pattern.fullmatch(value):
-            raise EventRejected(name, f"{name} {value[:80]!r} is not {what}", index)
-        return value
-
-    event_id = text("event_id", EVENT_ID_PATTERN, "a well-formed id (letters, digits, _.:-; up to 128)")
-    user_id = text("user_id", ID_PATTERN, "a well-formed id (letters, digits, _.:-; up to 64)")
-    item_id = text("item_id", ID_PATTERN, "a well-formed id (letters, digits, _.:-; up to 64)")
-    if item_id not in known_item_ids:
-        raise EventRejected("item_id", f"item_id {item_id!r} is not in the catalogue", index)
-    if known_user_ids is not None and user_id not in known_user_ids:
-        raise EventRejected("user_id", f"user_id {user_id!r} is not in this dataset's users table", index)
-    event_type = raw.get("event_type")
-    if event_type not in EVENT_TYPES:
-        raise EventRejected("event_type", f"event_type {str(event_type)[:40]!r} is not one of "
-                                          f"{', '.join(EVENT_TYPES)}", index)
-    value = _value(raw.get("value"), event_type, index)
-    stamp, given = _timestamp(raw.get("timestamp"), now, index)
-    digest = hashlib.sha256(json.dumps(
-        [user_id, item_id, event_type, value, stamp if given else None]).encode()).hexdigest()
-    return LandingEvent(event_id, user_id, item_id, event_type, value, stamp, digest)
-
-
-def _value(value, event_type: str, index) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if event_type == "rating":
-            raise EventRejected("value", "a rating needs a value", index)
-        return None
-    if isinstance(value, bool):
-        raise EventRejected("value", "value must be a number", index)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise EventRejected("value", f"value {str(value)[:40]!r} is not a number", index) from None
-    if not math.isfinite(number):
-        raise EventRejected("value", "value must be a finite number", index)
-    low, high = RATING_RANGE
-    if event_type == "rating" and not low <= number <= high:
-        raise EventRejected("value", f"rating {number:g} is outside {low:g}-{high:g}", index)
-    return repr(number)
-
-
-def _timestamp(value, now: datetime, index) -> tuple[str, bool]:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return _iso(now), False
-    if not isinstance(value, str):
-        raise EventRejected("timestamp", "timestamp must be an ISO-8601 string", index)
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise EventRejected("timestamp", f"timestamp {value[:40]!r} is not ISO-8601", index) from None
-    if parsed.tzinfo is None:
-        raise EventRejected("timestamp", f"timestamp {value[:40]!r} has no time zone (use Z for UTC)", index)
-    parsed = parsed.astimezone(timezone.utc)
-    if parsed > now:
-        raise EventRejected("timestamp", f"timestamp {value[:40]!r} lies in the future", index)
-    if parsed < EARLIEST:
-        raise EventRejected("timestamp", f"timestamp {value[:40]!r} is before 1990", index)
-    return _iso(parsed), True
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class EventLanding:
@@ -179,7 +68,7 @@ class EventLanding:
         self.reconcile()
 
     @classmethod
-    def for_dataset(cls, dataset: Dataset) -> "EventLanding":
+    def for_dataset(cls, dataset: Dataset) -> EventLanding:
         return cls(dataset.landing_events_dir)
 
     def _connect(self) -> sqlite3.Connection:
@@ -211,7 +100,7 @@ class EventLanding:
                 if new:
                     name = "events-" + hashlib.sha256("\n".join(sorted(e.event_id for e in new)).encode()
                                                       ).hexdigest()[:32] + ".csv"
-                    received = _iso(datetime.now(timezone.utc))
+                    received = iso_utc()
                     db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)",
                                    [(e.event_id, e.digest, name, received) for e in new])
                     self._write_file(name, [e.row() for e in new])
@@ -245,7 +134,7 @@ class EventLanding:
             missing = [p for p in sorted(self.directory.glob(FILE_PATTERN)) if p.name not in known_files]
             if not missing:
                 return 0
-            received = _iso(datetime.now(timezone.utc))
+            received = iso_utc()
             rows = [(event_id, "", path.name, received) for path in missing
                     for event_id in _file_event_ids(path)]
             db.execute("BEGIN IMMEDIATE")
@@ -275,18 +164,3 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def read_landed_events(dataset: Dataset) -> pd.DataFrame:
-    """Every landed event as text (like ``Dataset.read_events``), columns EVENT_COLUMNS + event_id,
-    one row per event id (the first file in name order wins), in file order."""
-    directory = dataset.landing_events_dir
-    files = sorted(directory.glob(FILE_PATTERN)) if directory.is_dir() else []
-    frames = [read_table(path, LANDED_COLUMNS) for path in files]
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in LANDED_COLUMNS})
-    landed = pd.concat(frames, ignore_index=True)[list(LANDED_COLUMNS)]
-    # an event without an id (a bulk loader's row) cannot be a retry of another: keep every one
-    repeated = landed["event_id"].notna() & (landed["event_id"] != "") & landed.duplicated("event_id")
-    return landed[~repeated].reset_index(drop=True)

@@ -6,18 +6,11 @@ import time
 import pandas as pd
 
 from ..data.contract import EVENT_COLUMNS
+from ..data.rules import EVENTS_SUITE, ITEMS_SUITE  # noqa: F401  (re-exported for the assets)
+from ..times import parse_timestamps
 from .suites import ValidationOutcome, validate
 
-EVENTS_SUITE = "behaviour_events"
-ITEMS_SUITE = "item_catalogue"
 DEDUP_KEY = ["user_id", "item_id", "event_type", "value", "timestamp"]
-
-
-def parse_timestamps(raw: pd.Series) -> pd.Series:
-    """Text → unix seconds (float); NaN where the text is not an ISO-8601 / RFC 3339 date-time."""
-    parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
-    epoch = (parsed - pd.Timestamp("1970-01-01", tz="UTC")) / pd.Timedelta(seconds=1)
-    return epoch.astype(float)
 
 
 def with_derived_columns(events: pd.DataFrame) -> pd.DataFrame:

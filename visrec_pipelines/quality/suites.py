@@ -6,7 +6,6 @@ rules it broke; the rest pass. Counts in = valid + quarantined, by construction.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-SUITES_DIR = Path(__file__).resolve().parents[2] / "great_expectations" / "expectations"
+from ..data.rules import check_names, load_suite_spec  # noqa: F401  (check_names: re-exported)
 
 
 @dataclass(frozen=True)
@@ -39,22 +38,6 @@ class ValidationOutcome:
         return len(self.quarantined) / total if total else 0.0
 
 
-def suite_path(name: str, suites_dir: Path | None = None) -> Path:
-    return (suites_dir or SUITES_DIR) / f"{name}.json"
-
-
-def load_suite_spec(name: str, suites_dir: Path | None = None) -> dict:
-    """The suite as plain JSON: cheap, no GX import (Dagster reads check names from it at load time)."""
-    path = suite_path(name, suites_dir)
-    if not path.is_file():
-        raise FileNotFoundError(f"expectation suite {name!r} not found at {path}")
-    return json.loads(path.read_text())
-
-
-def check_names(name: str, suites_dir: Path | None = None) -> list[str]:
-    return [e["meta"]["check_name"] for e in load_suite_spec(name, suites_dir)["expectations"]]
-
-
 def _needed_parameters(expectation: dict) -> set[str]:
     return {v["$PARAMETER"] for v in expectation["kwargs"].values()
             if isinstance(v, dict) and "$PARAMETER" in v}
@@ -62,8 +45,9 @@ def _needed_parameters(expectation: dict) -> set[str]:
 
 @lru_cache(maxsize=1)
 def _context():
-    import great_expectations as gx  # ~2-5 s import: only when a validation really runs
     from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    import great_expectations as gx  # ~2-5 s import: only when a validation really runs
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
