@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from visrec_pipelines import settings
 from visrec_pipelines.index import ExactIndex, MilvusItemIndex, unit_rows
+from visrec_pipelines.settings import Settings
 
 MOVIELENS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "movielens-small"
 K = 10
@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--synthetic-dim", type=int, default=512)
     parser.add_argument("--no-hnsw", action="store_true", help="synthetic run: FLAT only")
     args = parser.parse_args(argv)
-    snapshot = settings.warehouse_dir() / "movielens" / "item_index.npz"
+    snapshot = Settings().warehouse_for("movielens").item_index_snapshot
     vectors_npz = args.vectors or (snapshot if snapshot.is_file() else None)
 
     load_before = os.getloadavg()[0]  # other work on the 2 cores skews latencies: make it visible

@@ -43,13 +43,25 @@ def postgres_url() -> str:
 
 
 @pytest.fixture
+def settings(tmp_path):
+    """Settings with every visrec location (assets, warehouse, Dagster home, MLflow) in tmp_path:
+    what in-process code is handed instead of reading the environment."""
+    from visrec_pipelines.settings import Settings
+
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
+    return Settings(root=tmp_path, assets=tmp_path / "assets", warehouse=tmp_path / "warehouse",
+                    dagster_home=tmp_path / "dagster_home")
+
+
+@pytest.fixture
 def isolated_env(tmp_path, monkeypatch):
-    """Point every visrec location (assets, warehouse, Dagster home) into tmp_path."""
+    """The same locations as environment variables, for what reads them: the ``visrec`` command
+    line and the Dagster processes (webserver, daemon, CLI) a test starts."""
     monkeypatch.setenv("VISREC_ROOT", str(tmp_path))
     monkeypatch.setenv("VISREC_ASSETS", str(tmp_path / "assets"))
     monkeypatch.setenv("VISREC_WAREHOUSE", str(tmp_path / "warehouse"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
     return tmp_path
 
 

@@ -35,46 +35,48 @@ def split():
     return make_split(pd.DataFrame(rows), items)
 
 
-def register(split, ranker, dataset="gate"):
+def register(registry, split, ranker):
     ranker.fit(split.train)
     metrics = evaluate(ranker, split)
     bundle = RankerBundle.from_training(ranker, split.train)
-    run_id, version = promotion.log_ranker(bundle, ranker.name, dataset, metrics, {}, {})
+    run_id, version = registry.log_ranker(bundle, ranker.name, metrics, {}, {})
     return metrics, run_id, version
 
 
-def gate(split, metrics, run_id, version, dataset="gate"):
-    return promotion.run_gate(dataset, version, run_id, metrics, split, margin=0.01)[0]
+def gate(registry, split, metrics, run_id, version):
+    return promotion.run_gate(registry, version, run_id, metrics, split, margin=0.01)[0]
 
 
-def test_gate_and_rollback(isolated_env, split):
-    first = register(split, MostPop())
-    assert gate(split, *first).promote                      # no champion yet
-    assert str(promotion.current_champion("gate").version) == first[2]
+def test_gate_and_rollback(settings, split):
+    registry = settings.registry("gate")
+    first = register(registry, split, MostPop())
+    assert gate(registry, split, *first).promote                      # no champion yet
+    assert str(registry.current_champion().version) == first[2]
 
-    worse = register(split, AntiPop())
-    decision = gate(split, *worse)
+    worse = register(registry, split, AntiPop())
+    decision = gate(registry, split, *worse)
     assert not decision.promote and "does not beat" in decision.reasons[0]
-    assert str(promotion.current_champion("gate").version) == first[2]   # a worse model never wins
+    assert str(registry.current_champion().version) == first[2]   # a worse model never wins
 
-    better = register(split, MostPop())                       # equal is not better either
-    assert not gate(split, *better).promote
+    better = register(registry, split, MostPop())                       # equal is not better either
+    assert not gate(registry, split, *better).promote
 
-    bundle = promotion.load_bundle("gate", first[2])          # scores users with no training data
+    bundle = registry.load_bundle(first[2])          # scores users with no training data
     recs = bundle.recommend(["u1", "stranger"], k=5)
     assert len(recs) == 10 and recs.loc[recs.user_id == "stranger", "known_user"].eq(False).all()
 
 
-def test_rollback_restores_previous(isolated_env, split):
-    first = register(split, AntiPop(), dataset="rb")
-    assert gate(split, *first, dataset="rb").promote
-    second = register(split, MostPop(), dataset="rb")
-    assert gate(split, *second, dataset="rb").promote
-    assert str(promotion.current_champion("rb").version) == second[2]
-    assert promotion.rollback("rb") == first[2]
-    assert str(promotion.current_champion("rb").version) == first[2]
+def test_rollback_restores_previous(settings, split):
+    registry = settings.registry("rb")
+    first = register(registry, split, AntiPop())
+    assert gate(registry, split, *first).promote
+    second = register(registry, split, MostPop())
+    assert gate(registry, split, *second).promote
+    assert str(registry.current_champion().version) == second[2]
+    assert registry.rollback() == first[2]
+    assert str(registry.current_champion().version) == first[2]
     with pytest.raises(RuntimeError, match="no previous champion"):
-        promotion.rollback("rb")
+        registry.rollback()
 
 
 def test_decide_rules():
@@ -89,11 +91,13 @@ def test_cli_rollback(isolated_env, split):
     from click.testing import CliRunner
 
     from visrec_pipelines.cli import main
+    from visrec_pipelines.settings import Settings
 
-    first = register(split, AntiPop(), dataset="cli")
-    gate(split, *first, dataset="cli")
-    second = register(split, MostPop(), dataset="cli")
-    gate(split, *second, dataset="cli")
+    registry = Settings().registry("cli")      # the command line reads the environment
+    first = register(registry, split, AntiPop())
+    gate(registry, split, *first)
+    second = register(registry, split, MostPop())
+    gate(registry, split, *second)
     status = CliRunner().invoke(main, ["promote", "--dataset", "cli"])
     assert f"champion = version {second[2]}" in status.output
     rolled = CliRunner().invoke(main, ["promote", "--dataset", "cli", "--rollback"])

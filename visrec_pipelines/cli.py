@@ -1,19 +1,25 @@
 """``visrec`` command line: data generation and import, and running the asset graph."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from . import settings
+from .settings import Settings
 
 
 @click.group()
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """visrec: visual recommendation, from images and behaviour to ranked items."""
+    ctx.obj = Settings()   # the environment is read here, once
+
+
+def settings_for(dataset: str | None = None) -> Settings:
+    """The command's settings, for ``dataset`` when given (else $VISREC_DATASET or demo)."""
+    return click.get_current_context().find_object(Settings).with_dataset(dataset)
 
 
 @main.group()
@@ -30,7 +36,7 @@ def data_demo(n_items: int, n_users: int, seed: int, out: Path | None) -> None:
     """Generate the built-in demo shop (deterministic from the seed)."""
     from .data.demo import generate_demo
 
-    out = out or settings.assets_dir() / "demo"
+    out = out or settings_for().assets_dir / "demo"
     started = time.perf_counter()
     dataset = generate_demo(out, n_items=n_items, n_users=n_users, seed=seed, progress=True)
     _report(dataset, time.perf_counter() - started)
@@ -49,7 +55,7 @@ def import_movielens_cmd(path: Path, name: str) -> None:
     from .data.importers import import_movielens
 
     started = time.perf_counter()
-    _report(import_movielens(path, settings.assets_dir() / name, progress=True),
+    _report(import_movielens(path, settings_for().assets_dir / name, progress=True),
             time.perf_counter() - started)
 
 
@@ -64,7 +70,7 @@ def import_folder_cmd(items_csv: Path, events_csv: Path, images_dir: Path, name:
     from .data.importers import import_folder
 
     started = time.perf_counter()
-    _report(import_folder(items_csv, events_csv, images_dir, settings.assets_dir() / name,
+    _report(import_folder(items_csv, events_csv, images_dir, settings_for().assets_dir / name,
                           progress=True), time.perf_counter() - started)
 
 
@@ -77,27 +83,28 @@ def _report(dataset, seconds: float) -> None:
 @main.command("embed")
 @click.option("--dataset", "dataset_name", default=None, help="default: $VISREC_DATASET or demo")
 @click.option("--shard", default="0/1", show_default=True, help="i/n: embed only shard i of n")
-@click.option("--encoder", "encoder_name", default="efficientnet-lite0", show_default=True)
+@click.option("--encoder", "encoder_name", default=None, help="default: $VISREC_ENCODER or efficientnet-lite0")
 @click.option("--weights", "weights_path", default=None, help="weights file for torchvision backbones")
 @click.option("--runtime", default="auto", show_default=True)
 @click.option("--workers", default=1, show_default=True, help="decoding threads")
 def embed(dataset_name, shard, encoder_name, weights_path, runtime, workers) -> None:
     """Embed one shard of a dataset's validated images into the shared embedding store (run it on
     several processes or machines at once; the raw_images asset must be materialised)."""
-    import pandas as pd
-
-    from .data.contract import Dataset
     from .vision.embedding_job import update_embeddings
     from .vision.embedding_store import EmbeddingStore
-    from .vision.encoders import build_encoder
+    from .vision.encoders import shared_encoder
 
-    name = dataset_name or settings.dataset_name()
+    settings = settings_for(dataset_name)
+    warehouse = settings.warehouse_for()
     index, count = (int(x) for x in shard.split("/"))
-    raw_images = pd.read_parquet(settings.warehouse_dir() / name / "raw_images.parquet")
-    encoder = build_encoder(encoder_name, weights_path=weights_path, runtime=runtime)
-    store = EmbeddingStore.for_encoder(settings.warehouse_dir() / name / "embeddings", encoder)
-    dataset = Dataset(settings.assets_dir() / name)
-    report = update_embeddings(store, encoder, raw_images, dataset.image_file, shard=(index, count),
+    raw_images = warehouse.read_table("raw_images")
+    if raw_images is None:
+        raise click.ClickException(f"no raw_images table at {warehouse.table_path('raw_images')}: "
+                                   f"materialise raw_images first (visrec run --dataset {settings.dataset})")
+    encoder = shared_encoder(encoder_name or settings.encoder, weights_path or settings.encoder_weights,
+                             runtime, str(settings.cache_dir))
+    store = EmbeddingStore.for_encoder(warehouse.embeddings_dir, encoder)
+    report = update_embeddings(store, encoder, raw_images, settings.dataset_folder().image_file, shard=(index, count),
                                workers=workers, progress=True)
     click.echo(f"shard {shard}: embedded {report.embedded}, unchanged {report.unchanged}, "
                f"removed {report.removed}, failures {len(report.failures)} "
@@ -109,19 +116,17 @@ def embed(dataset_name, shard, encoder_name, weights_path, runtime, workers) -> 
 @click.option("--rollback", is_flag=True, help="restore the previous champion")
 def promote(dataset_name: str | None, rollback: bool) -> None:
     """Show the champion ranker and its history, or roll back to the previous champion."""
-    from . import promotion
-
-    name = dataset_name or settings.dataset_name()
+    registry = settings_for(dataset_name).registry()
     if rollback:
-        version = promotion.rollback(name)
-        click.echo(f"{promotion.model_name(name)}: champion rolled back to version {version}")
-    champion = promotion.current_champion(name)
+        version = registry.rollback()
+        click.echo(f"{registry.model_name}: champion rolled back to version {version}")
+    champion = registry.current_champion()
     if champion is None:
-        click.echo(f"{promotion.model_name(name)} has no champion yet (run `visrec run` first)")
+        click.echo(f"{registry.model_name} has no champion yet (run `visrec run` first)")
         return
-    click.echo(f"{promotion.model_name(name)}: champion = version {champion.version} "
+    click.echo(f"{registry.model_name}: champion = version {champion.version} "
                f"({champion.tags.get('ranker', '?')}, ndcg@20 {champion.tags.get('ndcg_at_20', '?')}); "
-               f"history {promotion.history(name)}")
+               f"history {registry.history()}")
 
 
 @main.command("serve")
@@ -140,11 +145,10 @@ def serve(dataset_name, host, port, poll_seconds, index_source, encoder, access_
     """Serve recommendations, similar items, search by image, feedback events and the gallery
     (OpenAPI docs at /docs). Write endpoints need X-API-Key when VISREC_API_KEY is set."""
     from .serving.server import serve as run_server
-    from .serving.settings import ServingSettings
 
-    overrides = {k: v for k, v in {"dataset": dataset_name, "poll_seconds": poll_seconds,
-                                   "index_source": index_source, "encoder": encoder}.items() if v is not None}
-    settings = ServingSettings(**overrides)
+    overrides = {k: v for k, v in {"serving_poll_s": poll_seconds, "index_source": index_source,
+                                   "serving_encoder": encoder}.items() if v is not None}
+    settings = settings_for(dataset_name).replace(**overrides)
     click.echo(f"serving dataset {settings.dataset!r} on http://{host}:{port} (docs at /docs)")
     run_server(settings, host=host, port=port, access_log=access_log)
 
@@ -155,9 +159,7 @@ def run(dataset_name: str | None) -> None:
     """Materialise the whole asset graph in-process on one dataset."""
     from .runner import run_pipeline
 
-    dataset_name = dataset_name or settings.dataset_name()
-    os.environ.setdefault("DAGSTER_HOME", str(settings.project_root() / ".dagster_home"))
-    ok = run_pipeline(dataset_name, echo=click.echo)
+    ok = run_pipeline(echo=click.echo, settings=settings_for(dataset_name))
     sys.exit(0 if ok else 1)
 
 

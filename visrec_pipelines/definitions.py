@@ -1,39 +1,44 @@
 """The Dagster code location: ``dagster dev -m visrec_pipelines.definitions``.
 
-The dataset is chosen by VISREC_DATASET (default: demo); see ``visrec_pipelines.settings``.
+Built from ``settings.Settings`` (read from the environment once, here); ``build_definitions`` takes
+any other settings, which is how ``visrec run`` and the tests point the graph elsewhere.
 """
 from __future__ import annotations
 
-import os
+from dagster import (
+    Definitions,
+    in_process_executor,
+    load_asset_checks_from_modules,
+    load_assets_from_modules,
+    multiprocess_executor,
+)
 
-from dagster import (Definitions, in_process_executor, load_asset_checks_from_modules, load_assets_from_modules,
-                     multiprocess_executor)
-
-from .defs import automation, behaviour, catalogue, rankers, serving, vision
+from .defs import automation, behaviour, catalogue, rankers, vision
 from .resources import default_resources
+from .settings import Settings
 
-DOMAINS = [catalogue, behaviour, vision, rankers, serving]
+DOMAINS = [catalogue, behaviour, vision, rankers]
 
 
-def executor():
-    """VISREC_EXECUTOR=multiprocess (each step its own process, VISREC_MAX_CONCURRENT at a time)
-    scales out on a bigger machine; the default runs a job's steps in one process, which on a
-    small machine saves ~5 s of imports per step (a retrain has over a dozen steps)."""
-    if os.environ.get("VISREC_EXECUTOR", "in_process") == "multiprocess":
-        return multiprocess_executor.configured(
-            {"max_concurrent": int(os.environ.get("VISREC_MAX_CONCURRENT", "0"))})
+def executor(settings: Settings):
+    """``multiprocess`` (each step its own process, ``max_concurrent`` at a time) scales out on a
+    bigger machine; the default runs a job's steps in one process, which on a small machine saves
+    ~5 s of imports per step (a retrain has over a dozen steps)."""
+    if settings.executor == "multiprocess":
+        return multiprocess_executor.configured({"max_concurrent": settings.max_concurrent})
     return in_process_executor
 
 
-def build_definitions(dataset: str | None = None) -> Definitions:
+def build_definitions(settings: Settings | None = None) -> Definitions:
+    settings = settings or Settings()
     return Definitions(
         assets=load_assets_from_modules(DOMAINS),
         asset_checks=load_asset_checks_from_modules(DOMAINS),
-        resources=default_resources(dataset),
+        resources=default_resources(settings),
         jobs=automation.JOBS,
-        executor=executor(),
-        sensors=automation.build_sensors(),
-        schedules=automation.build_schedules(),
+        executor=executor(settings),
+        sensors=automation.build_sensors(settings),
+        schedules=automation.build_schedules(settings),
     )
 
 

@@ -1,22 +1,20 @@
 """Run the asset graph in-process on one dataset and summarise what happened."""
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
-from . import settings
 from .data.contract import Dataset, DatasetError
+from .settings import DEFAULT_DATASET, Settings
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def ensure_dataset(name: str, echo: Callable[[str], None]) -> Dataset:
-    dataset = Dataset(settings.assets_dir() / name)
+def ensure_dataset(settings: Settings, echo: Callable[[str], None]) -> Dataset:
+    dataset, name = settings.dataset_folder(), settings.dataset
     if dataset.exists():
         return dataset
-    if name != settings.DEFAULT_DATASET:
+    if name != DEFAULT_DATASET:
         raise DatasetError(f"dataset {name!r} not found at {dataset.root}; create it with "
                            "`visrec data demo` or `visrec data import ...` first")
     from .data.demo import generate_demo
@@ -25,22 +23,30 @@ def ensure_dataset(name: str, echo: Callable[[str], None]) -> Dataset:
     return generate_demo(dataset.root, progress=True)
 
 
-def run_pipeline(dataset_name: str, echo: Callable[[str], None] = print) -> bool:
-    """Materialise every asset (with checks) on ``dataset_name``; returns True on success."""
+def dagster_instance(settings: Settings):
+    """The Dagster instance of ``settings.dagster_home_dir`` (created with SQLite storage)."""
     from dagster import DagsterInstance
 
-    from .definitions import build_definitions
-
-    ensure_dataset(dataset_name, echo)
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.project_root() / ".dagster_home")))
+    home = settings.dagster_home_dir
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():  # local default: SQLite storage inside DAGSTER_HOME
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    job = build_definitions(dataset_name).resolve_implicit_global_asset_job_def()
-    echo(f"materialising the asset graph on dataset {dataset_name!r} "
-         f"(Dagster home {os.environ['DAGSTER_HOME']})")
+    return DagsterInstance.from_config(str(home))
+
+
+def run_pipeline(dataset_name: str | None = None, echo: Callable[[str], None] = print,
+                 settings: Settings | None = None) -> bool:
+    """Materialise every asset (with checks) on ``dataset_name`` (default: the settings'); returns
+    True on success."""
+    from .definitions import build_definitions
+
+    settings = (settings or Settings()).with_dataset(dataset_name)
+    ensure_dataset(settings, echo)
+    job = build_definitions(settings).resolve_implicit_global_asset_job_def()
+    echo(f"materialising the asset graph on dataset {settings.dataset!r} "
+         f"(Dagster home {settings.dagster_home_dir})")
     started = time.perf_counter()
-    with DagsterInstance.get() as instance:
+    with dagster_instance(settings) as instance:
         result = job.execute_in_process(instance=instance, run_config=QUIET_LOGS,
                                         raise_on_error=False)
     for line in summarise(result):

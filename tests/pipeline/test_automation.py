@@ -5,8 +5,14 @@ import time
 
 import pandas as pd
 import pytest
-from dagster import (AssetKey, AssetMaterialization, DagsterInstance, SkipReason, build_schedule_context,
-                     build_sensor_context)
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    SkipReason,
+    build_schedule_context,
+    build_sensor_context,
+)
 from PIL import Image
 
 from visrec_pipelines import automation
@@ -21,15 +27,18 @@ def shop(isolated_env, monkeypatch):
 
 
 @pytest.fixture
-def sensors():
+def sensors(settings):
     from visrec_pipelines.defs.automation import build_sensors
+    from visrec_pipelines.resources import default_resources
 
-    return {s.name: s for s in build_sensors()}
+    resources = default_resources(settings)
+    return {s.name: (s, resources) for s in build_sensors(settings)}
 
 
 def tick(sensor, instance, cursor=None):
-    """(run requests, skip reason, new cursor) of one evaluation."""
-    context = build_sensor_context(instance=instance, cursor=cursor)
+    """(run requests, skip reason, new cursor) of one evaluation of a (sensor, resources) pair."""
+    sensor, resources = sensor
+    context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
     result = sensor(context)
     if isinstance(result, SkipReason):
         return [], result.skip_message, cursor
@@ -103,7 +112,7 @@ def test_catalogue_sensor_runs_once_per_change(shop, sensors):
     sensor = sensors["catalogue_sensor"]
     with DagsterInstance.ephemeral() as instance:
         requests, _, cursor = tick(sensor, instance)
-        assert len(requests) == 1 and sensor.job_name == "catalogue_refresh"
+        assert len(requests) == 1 and sensor[0].job_name == "catalogue_refresh"
         assert requests[0].tags["visrec/change"] == "40 added, 0 changed, 0 removed"
         assert tick(sensor, instance, cursor)[0] == []                       # nothing new
         add_item(shop, "new1", "green")
@@ -118,14 +127,14 @@ def test_catalogue_sensor_runs_once_per_change(shop, sensors):
 
 
 @pytest.mark.slow
-def test_a_refresh_for_named_items_touches_only_those(shop):
+def test_a_refresh_for_named_items_touches_only_those(shop, settings):
     """catalogue_refresh with the sensor's run config: the new and the changed item are tagged and
     upserted, the removed one deleted; everything else is kept as it was."""
     from visrec_pipelines.definitions import build_definitions
     from visrec_pipelines.index.exact import ExactIndex
 
     def refresh(run_config=None) -> dict:
-        job = build_definitions("demo").resolve_job_def("catalogue_refresh")
+        job = build_definitions(settings).resolve_job_def("catalogue_refresh")
         result = job.execute_in_process(run_config=run_config or {}, instance=instance)
         assert result.success
         return {key: {k: v.value for k, v in instance.get_latest_materialization_event(AssetKey(key))
@@ -173,7 +182,7 @@ def test_behaviour_sensor_waits_for_the_catalogue_then_runs_once_per_batch(shop,
         assert requests == [] and skip == "no new behaviour data"
         land(shop, "events-1.csv")
         requests, _, cursor = tick(sensor, instance, cursor)
-        assert len(requests) == 1 and sensor.job_name == "retrain"
+        assert len(requests) == 1 and sensor[0].job_name == "retrain"
         assert requests[0].tags["visrec/files"] == "events-1.csv"
         assert tick(sensor, instance, cursor)[0] == []
         land(shop, "events-2.csv")
@@ -182,38 +191,21 @@ def test_behaviour_sensor_waits_for_the_catalogue_then_runs_once_per_batch(shop,
         assert [r.tags["visrec/files"] for r in requests] == ["events-2.csv,events-3.csv"]
 
 
-def test_champion_sensor_publishes_each_new_champion_once(shop, sensors, monkeypatch):
-    from visrec_pipelines import promotion
-
-    champion = {"version": None}
-    monkeypatch.setattr(promotion, "current_champion", lambda dataset: (
-        None if champion["version"] is None else type("V", (), {"version": champion["version"]})()))
-    sensor = sensors["champion_sensor"]
-    with DagsterInstance.ephemeral() as instance:
-        assert tick(sensor, instance)[0] == []
-        champion["version"] = 3
-        requests, _, cursor = tick(sensor, instance)
-        assert len(requests) == 1 and sensor.job_name == "publish_champion" and cursor == "3"
-        assert tick(sensor, instance, cursor)[0] == []
-        champion["version"] = 2                                   # a rollback is a change too
-        assert tick(sensor, instance, cursor)[0][0].tags["visrec/champion"] == "2"
-
-
-def test_nightly_schedule_requests_a_retrain():
+def test_nightly_schedule_requests_a_retrain(settings):
     from visrec_pipelines.defs.automation import build_schedules
 
-    schedule = build_schedules()[0]
+    schedule = build_schedules(settings)[0]
     assert schedule.cron_schedule == "0 2 * * *" and schedule.job_name == "retrain"
     result = schedule.evaluate_tick(build_schedule_context())
     assert len(result.run_requests) == 1
 
 
-def test_the_code_location_has_the_jobs_sensors_and_schedule():
+def test_the_code_location_has_the_jobs_sensors_and_schedule(settings):
     from visrec_pipelines.definitions import build_definitions
 
-    defs = build_definitions("demo")
-    assert {s.name for s in defs.sensors} == {"catalogue_sensor", "behaviour_sensor", "champion_sensor"}
-    for job in ("catalogue_refresh", "retrain", "publish_champion"):
+    defs = build_definitions(settings)
+    assert {s.name for s in defs.sensors} == {"catalogue_sensor", "behaviour_sensor"}
+    for job in ("catalogue_refresh", "retrain"):
         assert defs.resolve_job_def(job) is not None
 
 
@@ -250,13 +242,13 @@ def _done(runs, job, n=1) -> bool:
 @pytest.mark.timeout(900)
 def test_daemon_carries_new_images_and_events_to_a_gated_model(shop, monkeypatch, spawn):
     """Fresh shop, nobody clicks anything: the daemon's sensors build the catalogue, train and
-    promote a champion and publish it; then a new image and a batch of feedback events arrive and
-    are carried through refresh, retraining and the gate on their own."""
+    promote a champion; then a new image and a batch of feedback events arrive and are carried
+    through refresh, retraining and the gate on their own."""
     import subprocess
     import sys
     from pathlib import Path
 
-    from visrec_pipelines import promotion
+    from visrec_pipelines.settings import Settings
 
     home = Path(os.environ["DAGSTER_HOME"])
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -265,11 +257,12 @@ def test_daemon_carries_new_images_and_events_to_a_gated_model(shop, monkeypatch
         [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "visrec_pipelines.definitions"],
         env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=open(home / "daemon.log", "wb"))
     try:
+        registry = Settings().registry("demo")          # where the daemon's runs register
         with DagsterInstance.get() as instance:
-            runs = _wait_for(instance, lambda r: _done(r, "publish_champion"), "first champion", daemon)
-            assert all(r.status.value == "SUCCESS" for r in runs["catalogue_refresh"] + runs["publish_champion"])
-            first = str(promotion.current_champion("demo").version)
-            assert (Path(os.environ["VISREC_WAREHOUSE"]) / "demo" / "champion.json").is_file()
+            runs = _wait_for(instance, lambda r: _done(r, "catalogue_refresh") and _done(r, "retrain"),
+                             "first champion", daemon)
+            assert all(r.status.value == "SUCCESS" for r in runs["catalogue_refresh"] + runs["retrain"])
+            first = str(registry.current_champion().version)
 
             add_item(shop, "arrival", "purple")
             events = shop.read_events()
@@ -285,7 +278,7 @@ def test_daemon_carries_new_images_and_events_to_a_gated_model(shop, monkeypatch
             source = instance.get_latest_materialization_event(AssetKey("behaviour_source")).asset_materialization
             assert source.metadata["landed_feedback_rows"].value == 12          # the feedback was read
             assert source.metadata["rows"].value == len(events) + 12
-            versions = promotion._client().search_model_versions(f"name='{promotion.model_name('demo')}'")
+            versions = registry.client().search_model_versions(f"name='{registry.model_name}'")
             gated = [int(v.version) for v in versions if (v.tags or {}).get("gate_decision")]
             assert max(gated) > int(first), "a new challenger was registered and gated"
     except AssertionError:

@@ -1,12 +1,11 @@
 """The data half of the asset graph end to end on a small demo shop with planted bad inputs."""
 import pandas as pd
 import pytest
-from dagster import DagsterInstance
 
 from visrec_pipelines.data.contract import write_table
 from visrec_pipelines.data.demo import generate_demo
 from visrec_pipelines.definitions import build_definitions
-from visrec_pipelines.runner import run_pipeline
+from visrec_pipelines.runner import dagster_instance, run_pipeline
 
 BAD_EVENTS = [
     {"user_id": "u0000", "item_id": "no-such-item", "event_type": "view", "value": None,
@@ -19,8 +18,8 @@ BAD_EVENTS = [
 
 
 @pytest.fixture
-def shop(isolated_env):
-    ds = generate_demo(isolated_env / "assets" / "demo", n_items=60, n_users=20, seed=3)
+def shop(settings):
+    ds = generate_demo(settings.assets_dir / "demo", n_items=60, n_users=20, seed=3)
     (ds.images_dir / "broken.jpg").write_text("this is a text file, not a picture")
     items = ds.read_items()
     broken = {"item_id": "broken", "image_path": "images/broken.jpg", "title": "Broken"}
@@ -30,27 +29,27 @@ def shop(isolated_env):
     return ds
 
 
-def warehouse(env, name):
-    return pd.read_parquet(env / "warehouse" / "demo" / f"{name}.parquet")
+def warehouse(settings, name):
+    return settings.warehouse_for("demo").read_table(name)
 
 
-def test_run_materialises_everything_and_loses_nothing(shop, isolated_env):
-    assert run_pipeline("demo", echo=lambda _: None)
+def test_run_materialises_everything_and_loses_nothing(shop, settings):
+    assert run_pipeline("demo", echo=lambda _: None, settings=settings)
     items_in, events_in = len(shop.read_items()), len(shop.read_events())
 
-    raw, bad_images = warehouse(isolated_env, "raw_images"), warehouse(isolated_env, "quarantined_images")
+    raw, bad_images = warehouse(settings, "raw_images"), warehouse(settings, "quarantined_images")
     assert len(raw) + len(bad_images) == items_in
     assert bad_images.set_index("item_id").loc["broken", "reason"] == "not_an_image"
 
-    catalogue, excluded = warehouse(isolated_env, "item_catalogue"), warehouse(isolated_env, "excluded_items")
+    catalogue, excluded = warehouse(settings, "item_catalogue"), warehouse(settings, "excluded_items")
     assert len(catalogue) + len(excluded) == items_in
     assert "broken" in set(excluded["item_id"]) and "broken" not in set(catalogue["item_id"])
 
-    valid, bad_events = warehouse(isolated_env, "behaviour_events"), warehouse(isolated_env, "quarantined_events")
+    valid, bad_events = warehouse(settings, "behaviour_events"), warehouse(settings, "quarantined_events")
     assert len(valid) + len(bad_events) == events_in
     assert sorted(bad_events["failed_checks"]) == ["item_id_known", "rating_in_range", "timestamp_parseable"]
 
-    with DagsterInstance.get() as instance:
+    with dagster_instance(settings) as instance:
         record = instance.get_latest_materialization_event(
             __import__("dagster").AssetKey("behaviour_events"))
         metadata = record.asset_materialization.metadata
@@ -58,12 +57,12 @@ def test_run_materialises_everything_and_loses_nothing(shop, isolated_env):
         assert metadata["dataset_version"].value.endswith(".dir")
 
 
-def test_blocking_gate_stops_downstream(shop, isolated_env):
+def test_blocking_gate_stops_downstream(shop, settings):
     events = shop.read_events()
     garbage = events.assign(event_type="teleport").head(len(events) // 5)  # ~17% bad rows
     write_table(pd.concat([events, garbage], ignore_index=True), shop.events_path)
-    job = build_definitions("demo").resolve_implicit_global_asset_job_def()
-    with DagsterInstance.get() as instance:
+    job = build_definitions(settings).resolve_implicit_global_asset_job_def()
+    with dagster_instance(settings) as instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False)
     gate = [e for e in result.get_asset_check_evaluations()
             if e.check_name == "bad_fraction_within_threshold"]
@@ -71,8 +70,8 @@ def test_blocking_gate_stops_downstream(shop, isolated_env):
     assert not result.success
 
 
-def test_definitions_load_with_all_checks():
-    defs = build_definitions("demo")
+def test_definitions_load_with_all_checks(settings):
+    defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert {"catalogue_source", "raw_images", "quarantined_images", "item_catalogue", "excluded_items",

@@ -4,8 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from visrec_pipelines.vision.detection import (BACKGROUND, Detector, build_model, detector_tags,
-                                               load_detector)
+from visrec_pipelines.vision.detection import BACKGROUND, Detector, build_model, detector_tags, load_detector
 from visrec_pipelines.vision.tags import Tag, merge_tags
 
 NAMES = ["shoe", "bag"]

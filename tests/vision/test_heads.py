@@ -2,8 +2,14 @@
 import numpy as np
 import pandas as pd
 
-from visrec_pipelines.vision.heads import (TrainedHead, find_label_groups, held_out_mask, label_probabilities,
-                                           targets, train_head)
+from visrec_pipelines.vision.heads import (
+    TrainedHead,
+    find_label_groups,
+    held_out_mask,
+    label_probabilities,
+    targets,
+    train_head,
+)
 
 
 def catalogue(n=300, seed=0):

@@ -12,8 +12,15 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile
 
-from visrec_pipelines.vision.images import (REASONS, ImageLimits, ImageRejected, inspect_image,
-                                            load_rgb, thumbnail_data_uri, validate_images)
+from visrec_pipelines.vision.images import (
+    REASONS,
+    ImageLimits,
+    ImageRejected,
+    inspect_image,
+    load_rgb,
+    thumbnail_data_uri,
+    validate_images,
+)
 
 POSTERS = Path("/work/shared/datasets/movielens-small/posters")
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -106,7 +113,8 @@ ODD = {
     "cmyk.jpg": (_encoded(Image.new("CMYK", (40, 40), (0, 255, 255, 0)), "JPEG", quality=95),
                  ["converted_from_CMYK"], ((5, 5), RED), (40, 40)),
     "deep.png": (_sixteen_bit([0, 32768, 65535]), ["scaled_16bit"], ((20, 5), (128,) * 3), (42, 40)),
-    "deep_be.tif": (_sixteen_bit([0, 32768, 65535], "TIFF", "I;16B"), ["scaled_16bit"], ((20, 5), (128,) * 3), (42, 40)),
+    "deep_be.tif": (_sixteen_bit([0, 32768, 65535], "TIFF", "I;16B"), ["scaled_16bit"], ((20, 5), (128,) * 3),
+                    (42, 40)),
     "deep_i.tif": (_sixteen_bit([0, 32768, 65535], "TIFF", "I"), ["scaled_16bit"], ((20, 5), (128,) * 3), (42, 40)),
     "rotated.jpg": (_exif_rotated_jpeg(), ["exif_rotated"], ((35, 30), RED), (40, 60)),
     "animated.gif": (_animated_gif(), ["converted_from_P", "first_of_3_frames"], ((5, 5), RED), (40, 40)),

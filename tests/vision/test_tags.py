@@ -7,9 +7,20 @@ import pytest
 from torchvision.models._meta import _IMAGENET_CATEGORIES
 
 from visrec_pipelines.data.demo import CATEGORIES
-from visrec_pipelines.vision.tags import (DEFAULT_SYNONYMS, ImagenetVocabulary, Tag, default_vocabulary,
-                                          head_tags, imagenet_tags, merge_tags, tag_accuracy,
-                                          tags_from_json, tags_to_json, tags_to_text, top_tag)
+from visrec_pipelines.vision.tags import (
+    DEFAULT_SYNONYMS,
+    ImagenetVocabulary,
+    Tag,
+    default_vocabulary,
+    head_tags,
+    imagenet_tags,
+    merge_tags,
+    tag_accuracy,
+    tags_from_json,
+    tags_to_json,
+    tags_to_text,
+    top_tag,
+)
 
 CLASS_ID = {name: i for i, name in enumerate(_IMAGENET_CATEGORIES)}
 

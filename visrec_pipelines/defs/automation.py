@@ -9,21 +9,31 @@ without a person. The dagster-daemon runs them (``dagster dev`` starts one).
   than INCREMENTAL_LIMIT items) rebuilds tags and index from scratch instead.
 - ``behaviour_sensor``: new landing files (feedback written by the serving API) or a new
   events.csv → ``retrain`` (validation, split, every ranker, evaluation, the promotion gate).
-- ``champion_sensor``: the registry's ``champion`` alias moved → ``publish_champion``.
 - ``nightly_retrain``: ``retrain`` every night, new data or not (drift, a changed catalogue).
 
-VISREC_SENSOR_INTERVAL (seconds, default 30) sets how often sensors look; VISREC_AUTOMATION=off
-creates them stopped (they can be switched on in the UI).
+Serving follows the registry's ``champion`` alias itself, so a promotion needs no job of its own.
+Sensors read the dataset and warehouse from the definitions' resources; ``Settings.sensor_interval``
+sets how often they look and ``Settings.automation`` off creates them stopped (switch them on in
+the UI).
 """
 
-import os
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    ScheduleDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    define_asset_job,
+    sensor,
+)
 
-from dagster import (AssetKey, AssetSelection, DefaultScheduleStatus, DefaultSensorStatus, RunRequest,
-                     ScheduleDefinition, SensorEvaluationContext, SensorResult, SkipReason,
-                     define_asset_job, sensor)
-
-from .. import automation, promotion, settings
-from ..data.contract import Dataset
+from .. import automation
+from ..resources import DatasetResource
+from ..settings import Settings
 
 CATALOGUE_ASSETS = ["catalogue_source", "raw_images", "quarantined_images", "item_catalogue",
                     "excluded_items", "image_embeddings", "tag_heads", "semantic_tags", "item_index"]
@@ -34,22 +44,6 @@ catalogue_refresh = define_asset_job(
 retrain = define_asset_job(
     "retrain", selection=AssetSelection.groups("behaviour", "rankers") | AssetSelection.assets("catalogue_source"),
     description="Behaviour validation → split → every ranker → evaluation → promotion gate.")
-publish_champion = define_asset_job(
-    "publish_champion", selection=AssetSelection.assets("champion_vectors"),
-    description="The champion's vectors into the index and the snapshot serving loads.")
-
-
-def _interval() -> int:
-    return int(os.environ.get("VISREC_SENSOR_INTERVAL", "30"))
-
-
-def _status():
-    on = os.environ.get("VISREC_AUTOMATION", "on").lower() not in ("off", "0", "false", "no")
-    return DefaultSensorStatus.RUNNING if on else DefaultSensorStatus.STOPPED
-
-
-def _dataset() -> Dataset:
-    return Dataset(settings.assets_dir() / settings.dataset_name())
 
 
 INCREMENTAL_LIMIT = 10_000   # more changed items than this (or a quarter of the catalogue): rebuild
@@ -70,19 +64,24 @@ def _materialised_ns(context: SensorEvaluationContext, asset: str) -> int:
     return int(event.timestamp * 1e9) if event is not None else 0
 
 
-def build_sensors():
-    """Built when the code location loads, so the interval and status follow the environment."""
+def _status(settings: Settings) -> DefaultSensorStatus:
+    return DefaultSensorStatus.RUNNING if settings.automation else DefaultSensorStatus.STOPPED
 
-    @sensor(job=catalogue_refresh, minimum_interval_seconds=_interval(), default_status=_status(),
+
+def build_sensors(settings: Settings):
+    """Built with the definitions, so the interval and status follow their settings."""
+    interval, status = settings.sensor_interval, _status(settings)
+
+    @sensor(job=catalogue_refresh, minimum_interval_seconds=interval, default_status=status,
             description="Items or images added, changed or removed → refresh the catalogue chain.")
-    def catalogue_sensor(context: SensorEvaluationContext):
-        dataset = _dataset()
-        if not dataset.items_path.exists():
-            return SkipReason(f"no items table at {dataset.items_path}")
-        store = automation.FingerprintStore(settings.warehouse_dir() / dataset.name / "sensors" / "catalogue")
-        now = automation.catalogue_fingerprints(dataset)
+    def catalogue_sensor(context: SensorEvaluationContext, dataset: DatasetResource):
+        store = automation.FingerprintStore(dataset.warehouse.sensor_state("catalogue"))
+        folder = dataset.dataset
+        if not folder.items_path.exists():
+            return SkipReason(f"no items table at {folder.items_path}")
+        now = automation.catalogue_fingerprints(folder)
         indexed = _materialised_ns(context, "item_index")
-        if not context.cursor and indexed and automation.latest_catalogue_change_ns(dataset) <= indexed:
+        if not context.cursor and indexed and automation.latest_catalogue_change_ns(folder) <= indexed:
             return SensorResult(skip_reason="first look: the index is newer than every catalogue file",
                                 cursor=store.save(now))
         change = automation.compare(store.load(context.cursor), now)
@@ -95,15 +94,14 @@ def build_sensors():
             tags={"visrec/trigger": "catalogue", "visrec/change": change.summary(),
                   "visrec/items": ",".join(examples)})], cursor=key)
 
-    @sensor(job=retrain, minimum_interval_seconds=_interval(), default_status=_status(),
+    @sensor(job=retrain, minimum_interval_seconds=interval, default_status=status,
             description="New behaviour landing files or a new events table → retrain and gate.")
-    def behaviour_sensor(context: SensorEvaluationContext):
-        dataset = _dataset()
+    def behaviour_sensor(context: SensorEvaluationContext, dataset: DatasetResource):
         if context.instance.get_latest_materialization_event(AssetKey("image_embeddings")) is None:
             return SkipReason("waiting for the catalogue's first materialisation (image_embeddings)")
         cursor = automation.BehaviourCursor.parse(context.cursor)
         files, events_changed, after = automation.new_behaviour_data(
-            dataset, cursor, consumed_until_ns=_materialised_ns(context, "behaviour_events"))
+            dataset.dataset, cursor, consumed_until_ns=_materialised_ns(context, "behaviour_events"))
         if not files and not events_changed:
             return SkipReason("no new behaviour data")
         what = f"{len(files)} new landing file(s)" + (", events.csv changed" if events_changed else "")
@@ -112,28 +110,14 @@ def build_sensors():
             "visrec/trigger": "behaviour", "visrec/change": what,
             "visrec/files": ",".join(files[:20])})], cursor=after.dumps())
 
-    @sensor(job=publish_champion, minimum_interval_seconds=_interval(), default_status=_status(),
-            description="The MLflow champion alias moved → publish its vectors for serving.")
-    def champion_sensor(context: SensorEvaluationContext):
-        champion = promotion.current_champion(settings.dataset_name())
-        if champion is None:
-            return SkipReason("no champion yet")
-        version = str(champion.version)
-        if version == context.cursor:
-            return SkipReason(f"champion still v{version}")
-        return SensorResult(run_requests=[RunRequest(run_key=f"champion-{version}-{context.cursor or 'none'}",
-                                                     tags={"visrec/trigger": "champion",
-                                                           "visrec/champion": version})], cursor=version)
-
-    return [catalogue_sensor, behaviour_sensor, champion_sensor]
+    return [catalogue_sensor, behaviour_sensor]
 
 
-def build_schedules():
-    status = (DefaultScheduleStatus.RUNNING if _status() == DefaultSensorStatus.RUNNING
-              else DefaultScheduleStatus.STOPPED)
+def build_schedules(settings: Settings):
+    status = DefaultScheduleStatus.RUNNING if settings.automation else DefaultScheduleStatus.STOPPED
     return [ScheduleDefinition(name="nightly_retrain", job=retrain, cron_schedule="0 2 * * *",
                                execution_timezone="UTC", default_status=status,
                                description="Retrain, evaluate and gate every night at 02:00 UTC.")]
 
 
-JOBS = [catalogue_refresh, retrain, publish_champion]
+JOBS = [catalogue_refresh, retrain]

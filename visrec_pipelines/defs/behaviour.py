@@ -1,8 +1,7 @@
 """Behaviour assets: raw events, GX-validated events and the quarantine of bad rows."""
 
 import pandas as pd
-from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetOut, Config,
-                     Output, asset, multi_asset)
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetOut, Config, Output, asset, multi_asset
 
 from ..quality.behaviour import EVENTS_SUITE, validate_events
 from ..quality.suites import check_names

@@ -1,12 +1,20 @@
 """Catalogue assets: the items table, its images (validated, quarantined) and the item catalogue."""
 
 import pandas as pd
-from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext,
-                     AssetOut, Config, Output, asset, multi_asset)
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetOut,
+    Config,
+    Output,
+    asset,
+    multi_asset,
+)
 
 from ..quality.behaviour import ITEMS_SUITE, validate_items
 from ..quality.suites import check_names
-from .. import settings
 from ..resources import DatasetResource
 from ..vision.images import ImageCheckCache, ImageLimits, thumbnail_data_uri, validate_images
 from .metadata import counts_table, dataset_metadata, gallery, table_preview
@@ -39,7 +47,7 @@ def raw_images(context: AssetExecutionContext, config: ImageCheckConfig, dataset
                catalogue_source: pd.DataFrame):
     limits = ImageLimits(config.min_side, config.max_pixels, config.max_bytes)
     ds = dataset.dataset
-    checks = ImageCheckCache(settings.warehouse_dir() / dataset.name / "image_checks.json")
+    checks = ImageCheckCache(dataset.warehouse.image_checks)
     cache = checks.load()
     before = dict(cache)
     accepted, quarantined = validate_images(catalogue_source, ds.image_file, limits, progress=True,

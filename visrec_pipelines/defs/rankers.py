@@ -3,8 +3,17 @@ import math
 
 import numpy as np
 import pandas as pd
-from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetIn,
-                     Config, MetadataValue, Output, asset)
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    Config,
+    MetadataValue,
+    Output,
+    asset,
+)
 
 from .. import promotion
 from ..recsys import zoo
@@ -12,7 +21,8 @@ from ..recsys.bundle import RankerBundle
 from ..recsys.item_content import item_content
 from ..recsys.metrics import evaluate
 from ..recsys.split import PROTOCOL_NAME, make_split
-from ..resources import DatasetResource
+from ..registry import GATE_METRICS
+from ..resources import DatasetResource, RegistryResource
 from .metadata import dataset_metadata, table_preview
 from .vision import aligned_features
 
@@ -39,7 +49,8 @@ def interaction_split(config: SplitConfig, dataset: DatasetResource, behaviour_e
     yield AssetCheckResult(check_name=ENOUGH, passed=test_users >= config.min_test_users,
                            severity=AssetCheckSeverity.ERROR,
                            metadata={"test_users": test_users, "required": config.min_test_users})
-    yield Output(split, metadata={"test_users": test_users, **dataset_metadata(dataset.version()), "protocol": PROTOCOL_NAME,
+    yield Output(split, metadata={"test_users": test_users, **dataset_metadata(dataset.version()),
+                                  "protocol": PROTOCOL_NAME,
                                    "parameters": MetadataValue.json(split.protocol),
                                    "report": MetadataValue.json({k: _plain(v) for k, v in split.report.items()}),
                                    "train_users": int(split.train.n_users), "catalogue_items": int(split.train.n_items),
@@ -70,18 +81,19 @@ RANKER_ASSETS = [ranker_asset(name) for name in zoo.names()]
 @asset(group_name=GROUP, ins={f"ranker_{n}": AssetIn() for n in zoo.names()},
        description="Every ranker scored by our metric code on the test split; each an MLflow run and a "
                    "registered pyfunc version.")
-def ranker_evaluation(context: AssetExecutionContext, dataset: DatasetResource, interaction_split,
-                      image_embeddings: pd.DataFrame, **rankers) -> Output[pd.DataFrame]:
+def ranker_evaluation(context: AssetExecutionContext, dataset: DatasetResource, registry: RegistryResource,
+                      interaction_split, image_embeddings: pd.DataFrame, **rankers) -> Output[pd.DataFrame]:
     version = dataset.version()
+    models = registry.for_dataset(dataset.name)
     rows = []
-    for key, trained in rankers.items():
+    for trained in rankers.values():
         metrics = evaluate(trained["bundle"].ranker, interaction_split)
         tags = {"dataset_version": version["version"], "dagster_run_id": context.run_id,
                 "encoder_id": image_embeddings["encoder_id"].iloc[0], "protocol": PROTOCOL_NAME}
-        run_id, model_version = promotion.log_ranker(
-            trained["bundle"], trained["name"], dataset.name, {**metrics, "train_seconds": trained["train_seconds"]},
+        run_id, model_version = models.log_ranker(
+            trained["bundle"], trained["name"], {**metrics, "train_seconds": trained["train_seconds"]},
             {k: str(v) for k, v in trained["params"].items()}, tags)
-        rows.append({"ranker": trained["name"], **{k: metrics[k] for k in promotion.GATE_METRICS},
+        rows.append({"ranker": trained["name"], **{k: metrics[k] for k in GATE_METRICS},
                      "train_s": trained["train_seconds"], "mlflow_run_id": run_id, "model_version": model_version})
     table = pd.DataFrame(rows).sort_values("ndcg@20", ascending=False).reset_index(drop=True)
     shown = table.drop(columns=["mlflow_run_id"]).round(4)
@@ -95,17 +107,20 @@ class GateConfig(Config):
     cold_recall_tolerance: float = 0.01
 
 
-@asset(group_name=GROUP, check_specs=[AssetCheckSpec(GATE, asset="champion_ranker", blocking=True,
-                                                     description="The challenger becomes champion only by beating it.")],
-       description="The best ranker of this run challenges the MLflow champion; the decision is attached to its version.")
+@asset(group_name=GROUP,
+       check_specs=[AssetCheckSpec(GATE, asset="champion_ranker", blocking=True,
+                                   description="The challenger becomes champion only by beating it.")],
+       description="The best ranker of this run challenges the MLflow champion; the decision is attached to "
+                   "its version.")
 def champion_ranker(context: AssetExecutionContext, config: GateConfig, dataset: DatasetResource,
-                    ranker_evaluation: pd.DataFrame, interaction_split):
+                    registry: RegistryResource, ranker_evaluation: pd.DataFrame, interaction_split):
     best = ranker_evaluation.iloc[0]
-    metrics = {m: float(best[m]) for m in promotion.GATE_METRICS}
+    metrics = {m: float(best[m]) for m in GATE_METRICS}
+    models = registry.for_dataset(dataset.name)
     decision, compared_with = promotion.run_gate(
-        dataset.name, str(best["model_version"]), best["mlflow_run_id"], metrics, interaction_split,
+        models, str(best["model_version"]), best["mlflow_run_id"], metrics, interaction_split,
         margin=config.ndcg_margin, cold_tolerance=config.cold_recall_tolerance)
-    champion = promotion.current_champion(dataset.name)
+    champion = models.current_champion()
     table = decision.table.assign(challenger_ranker=best["ranker"])
     yield Output(table, metadata={"challenger": f"{best['ranker']} v{best['model_version']}",
                                   "compared_with": compared_with or "none", "promoted": decision.promote,

@@ -1,4 +1,5 @@
 """Vision assets: embeddings, transfer-learned heads, semantic tags and the Milvus item index."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 
 from ..index.exact import ExactIndex
-from ..resources import DatasetResource, DetectorResource, EncoderResource, VectorIndexResource
+from ..resources import DatasetResource, DetectorResource, EncoderResource, RegistryResource, VectorIndexResource
 from ..vision.embedding_job import update_embeddings
 from ..vision.embedding_store import EmbeddingStore
 from ..vision.head_runs import train_and_log_heads
@@ -20,14 +21,8 @@ from .metadata import dataset_metadata, gallery, table_preview
 GROUP = "vision"
 
 
-def embeddings_root(dataset: DatasetResource) -> Path:
-    from .. import settings
-
-    return settings.warehouse_dir() / dataset.name / "embeddings"
-
-
 def open_store(dataset: DatasetResource, encoder_id: str) -> EmbeddingStore:
-    return EmbeddingStore(embeddings_root(dataset), encoder_id)
+    return EmbeddingStore(dataset.warehouse.embeddings_dir, encoder_id)
 
 
 class EmbeddingConfig(Config):
@@ -39,11 +34,13 @@ class EmbeddingConfig(Config):
 def image_embeddings(context: AssetExecutionContext, config: EmbeddingConfig, dataset: DatasetResource,
                      encoder: EncoderResource, raw_images: pd.DataFrame) -> Output[pd.DataFrame]:
     model = encoder.get()
-    store = EmbeddingStore.for_encoder(embeddings_root(dataset), model)
+    store = EmbeddingStore.for_encoder(dataset.warehouse.embeddings_dir, model)
     if config.parallel_shards > 1:
         workers = [subprocess.Popen([sys.executable, "-m", "visrec_pipelines.cli", "embed",
                                      "--dataset", dataset.name, "--shard", f"{i}/{config.parallel_shards}",
-                                     *encoder.cli_args()]) for i in range(config.parallel_shards)]
+                                     *encoder.cli_args()],
+                                    env={**os.environ, **dataset.child_environment(), **encoder.child_environment()})
+                   for i in range(config.parallel_shards)]
         failed = [i for i, w in enumerate(workers) if w.wait() != 0]
         if failed:
             raise RuntimeError(f"embedding shard workers {failed} failed; see their output above")
@@ -83,12 +80,13 @@ class HeadsConfig(Config):
 @asset(group_name=GROUP, description="Transfer learning: heads over the image features for the catalogue's "
                                      "own labels, tracked as MLflow runs with held-out per-label metrics.")
 def tag_heads(context: AssetExecutionContext, config: HeadsConfig, dataset: DatasetResource,
-              image_embeddings: pd.DataFrame, item_catalogue: pd.DataFrame) -> Output[list]:
+              registry: RegistryResource, image_embeddings: pd.DataFrame,
+              item_catalogue: pd.DataFrame) -> Output[list]:
     ids, features = aligned_features(dataset, image_embeddings, item_catalogue["item_id"])
     items = item_catalogue.set_index("item_id").loc[ids].reset_index()
     version = dataset.version()
     heads, run_id, per_label = train_and_log_heads(
-        features, items, epochs=config.epochs, hidden=config.hidden,
+        features, items, registry.for_dataset(dataset.name), epochs=config.epochs, hidden=config.hidden,
         run_tags={"dataset": dataset.name, "dataset_version": version["version"],
                   "encoder_id": image_embeddings["encoder_id"].iloc[0], "dagster_run_id": context.run_id})
     overall = {f"{h.group.column}.{k}": round(v, 4) for h in heads for k, v in h.metrics.items()}
@@ -110,20 +108,12 @@ class CatalogueChangeConfig(Config):
     removed_items: list[str] = []
 
 
-def previous_output(dataset: DatasetResource, asset_name: str) -> pd.DataFrame | None:
-    """This asset's last materialised table in the warehouse (what the IO manager wrote)."""
-    from .. import settings
-    from ..resources import asset_stem
-
-    path = asset_stem(settings.warehouse_dir(), dataset.name, [asset_name]).with_suffix(".parquet")
-    return pd.read_parquet(path) if path.exists() else None
-
-
 @asset(group_name=GROUP, description="Readable tags with confidences: ImageNet objects, colours, learned heads.")
 def semantic_tags(context: AssetExecutionContext, config: TagConfig, dataset: DatasetResource,
-                  detector: DetectorResource, image_embeddings: pd.DataFrame, tag_heads: list, item_catalogue: pd.DataFrame) -> Output[pd.DataFrame]:
+                  detector: DetectorResource, image_embeddings: pd.DataFrame, tag_heads: list,
+                  item_catalogue: pd.DataFrame) -> Output[pd.DataFrame]:
     store = open_store(dataset, image_embeddings["encoder_id"].iloc[0])
-    previous = previous_output(dataset, "semantic_tags") if config.only_items else None
+    previous = dataset.warehouse.read_table("semantic_tags") if config.only_items else None
     wanted = item_catalogue["item_id"]
     if previous is not None:   # incremental: tag the changed items, keep the rest as they were
         kept = unchanged_tags(previous, wanted, config.only_items)
@@ -150,7 +140,8 @@ def semantic_tags(context: AssetExecutionContext, config: TagConfig, dataset: Da
                                   "mean_tags_per_item": round(float(tags["tag_names"].map(len).mean()), 2),
                                   "detector": "configured" if object_detector is not None else "none",
                                   **{k: round(v, 4) for k, v in quality.items()},
-                                  "thumbnails": gallery(shown), "preview": table_preview(tags[["item_id", "tag_text"]])})
+                                  "thumbnails": gallery(shown),
+                                  "preview": table_preview(tags[["item_id", "tag_text"]])})
 
 
 @asset(group_name=GROUP, description="Milvus collection of item vectors + tags/category (switched by alias), "
@@ -165,9 +156,9 @@ def item_index(context: AssetExecutionContext, config: CatalogueChangeConfig, da
     categories = tags["top_category"].fillna("").tolist()
     tag_lists = [list(t) if t is not None else [] for t in tags["tag_names"]]
     titles = items["title"].fillna("").tolist()
-    snapshot_path = Path(embeddings_root(dataset)).parent / "item_index.npz"
+    snapshot_path = dataset.warehouse.item_index_snapshot
     change = {"mode": "full"}
-    with vector_index.open(dataset.name) as index:
+    with vector_index.open(dataset.warehouse) as index:
         previous = _incremental_base(config, index, snapshot_path)
         if previous is None:
             collection = index.build(ids, features, categories, tag_lists, titles)

@@ -6,13 +6,13 @@ runs with other work on the machine):
 | MovieLens posters, 9,517 x 1280 | similar_items p50 / p99 | filtered p50 | recall@10 | build / refresh |
 |---|---|---|---|---|
 | Milvus (milvus-lite, FLAT)       | 18-37 ms / 27-73 ms     | 8-12 ms      | 1.0       | build 4.8-5.4 s |
-| ExactIndex (numpy)               | 0.93 ms / 1.3-2.8 ms    | 0.5 ms       | 1.0       | .npz load 0.1-0.3 s, export from Milvus 2.4 s |
+| ExactIndex (numpy)               | 0.93 ms / 1.3-2.8 ms    | 0.5 ms       | 1.0       | .npz 0.1-0.3 s, export 2.4 s |
 
 | synthetic 100k x 512 (clustered) | p50 / p99              | filtered p50 | recall@10 | build |
 |---|---|---|---|---|
 | milvus-lite FLAT                 | 113-204 ms / 182-347 ms | 52-54 ms    | 1.0       | 22-25 s |
 | milvus-lite HNSW (M16, ef 128)   | 48-53 ms / 56-71 ms    | 54-58 ms     | 1.0       | 59-100 s |
-| ExactIndex                       | 7-16 ms / 9-29 ms      | 0.14 ms      | 1.0       | .npz load 0.7-1.5 s, export 21 s |
+| ExactIndex                       | 7-16 ms / 9-29 ms      | 0.14 ms      | 1.0       | .npz 0.7-1.5 s, export 21 s |
 
 So serving uses `ExactIndex`: 20-40x faster than milvus-lite at catalogue size, exact, and 3-7x
 faster than milvus-lite's HNSW at 100k (milvus-lite pays ~0.45 µs per stored row on every search

@@ -6,8 +6,8 @@ precomputed row lists per category and per tag, so a filtered query only scores 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -142,7 +142,7 @@ class ExactIndex:
             source=np.asarray(self.source)))
 
     @classmethod
-    def load(cls, path: str | Path) -> "ExactIndex":
+    def load(cls, path: str | Path) -> ExactIndex:
         with np.load(path, allow_pickle=False) as data:
             n = len(data["item_ids"])
             categories = data["categories"] if "categories" in data else None
@@ -152,7 +152,7 @@ class ExactIndex:
             return cls(data["item_ids"], data["vectors"], categories, tags, source=source)
 
     @classmethod
-    def from_milvus(cls, milvus_index, batch_size: int | None = None) -> "ExactIndex":
+    def from_milvus(cls, milvus_index, batch_size: int | None = None) -> ExactIndex:
         """Snapshot of the collection the Milvus alias points at (the index of record)."""
         collection, item_ids, vectors, categories, tags = milvus_index.export(batch_size=batch_size)
         return cls(item_ids, vectors, categories, tags, source=collection)

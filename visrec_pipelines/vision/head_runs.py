@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import tracking
 from .heads import TooFewLabels, TrainedHead, describe, find_label_groups, train_head
 
 EXPERIMENT = "visrec-tag-heads"
@@ -18,10 +17,12 @@ def metric_name(*parts: str) -> str:
     return ".".join(re.sub(r"[^A-Za-z0-9_\-. /]", "_", p) for p in parts)
 
 
-def train_and_log_heads(features: np.ndarray, items: pd.DataFrame, run_tags: dict,
-                        epochs: int = 150, hidden: int = 256, seed: int = 0) -> tuple[list[TrainedHead], str | None, pd.DataFrame]:
-    """Heads for every label column of ``items`` (rows aligned with ``features``); returns the
-    heads, the MLflow run id (None when there is nothing to learn) and a per-label metrics table."""
+def train_and_log_heads(features: np.ndarray, items: pd.DataFrame, registry, run_tags: dict,
+                        epochs: int = 150, hidden: int = 256,
+                        seed: int = 0) -> tuple[list[TrainedHead], str | None, pd.DataFrame]:
+    """Heads for every label column of ``items`` (rows aligned with ``features``), logged to the
+    MLflow store of ``registry`` (a ``registry.Registry``); returns the heads, the MLflow run id
+    (None when there is nothing to learn) and a per-label metrics table."""
     heads, skipped = [], []
     for group in find_label_groups(items):
         try:
@@ -34,9 +35,9 @@ def train_and_log_heads(features: np.ndarray, items: pd.DataFrame, run_tags: dic
     per_label = pd.concat([h.per_label.assign(group=h.group.column) for h in heads], ignore_index=True)
     per_label = per_label[["group", "label", "precision", "recall", "f1", "support"]]
 
-    mlflow = tracking.configure(EXPERIMENT)
+    mlflow = registry.mlflow(EXPERIMENT)
     with mlflow.start_run(run_name=f"heads-{run_tags.get('dataset', 'dataset')}") as run:
-        mlflow.set_tags({**run_tags, "git_commit": tracking.git_commit()})
+        mlflow.set_tags({**run_tags, "git_commit": registry.git_commit()})
         mlflow.log_params({"epochs": epochs, "hidden": hidden, "seed": seed, "items": len(items),
                            "label_groups": ",".join(g.column for g in groups),
                            "skipped_groups": "; ".join(skipped) or "none"})

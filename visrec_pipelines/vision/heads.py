@@ -87,7 +87,7 @@ class TrainedHead:
         return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "TrainedHead":
+    def from_bytes(cls, blob: bytes) -> TrainedHead:
         saved = torch.load(io.BytesIO(blob), weights_only=False)
         group = LabelGroup(**{**saved["group"], "labels": tuple(saved["group"]["labels"])})
         model = _mlp(*saved["dims"])

@@ -7,10 +7,9 @@ import numpy as np
 import pandas as pd
 
 from .colours import colour_tags
-from .heads import MULTI_SEPARATOR, IGNORED_LABELS, held_out_mask
+from .heads import IGNORED_LABELS, MULTI_SEPARATOR, held_out_mask
 from .images import ImageRejected, load_rgb
-from .tags import (Tag, head_tags, imagenet_tags, merge_tags, tag_accuracy, tags_to_json, tags_to_text,
-                   top_tag)
+from .tags import Tag, head_tags, imagenet_tags, merge_tags, tag_accuracy, tags_to_json, tags_to_text, top_tag
 
 
 def _colours(path: str) -> list[Tag]:

@@ -1,0 +1,136 @@
+"""One dataset's rankers in the MLflow model registry: log and register them, read and move the
+``champion`` alias, remember the champions (so a rollback restores the previous one), load one.
+
+Every trained ranker is logged as a run and registered as a pyfunc that scores users from the
+packed bundle alone (``recsys.bundle.RankerBundle``). ``promotion`` decides who is champion.
+"""
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from . import tracking
+
+CHAMPION = "champion"
+HISTORY_TAG = "champion_history"
+EXPERIMENT = "visrec-rankers"
+# the metrics the gate compares; also tags on each registered version (the UI and `visrec promote`)
+GATE_METRICS = ("ndcg@20", "recall@20", "precision@20", "auc", "coverage@20", "cold_recall@20")
+
+
+class NoPreviousChampion(RuntimeError):
+    """A rollback with nothing to roll back to."""
+
+
+def metric_key(name: str) -> str:
+    return name.replace("@", "_at_")
+
+
+def pyfunc_model():
+    import mlflow.pyfunc
+
+    class _RankerPyfunc(mlflow.pyfunc.PythonModel):
+        """Input: a DataFrame with ``user_id`` (params: k). Output: user_id, rank, item_id, score."""
+
+        def load_context(self, context):
+            self.bundle = pickle.loads(Path(context.artifacts["bundle"]).read_bytes())
+
+        def predict(self, context, model_input, params=None):
+            k = int((params or {}).get("k", 20))
+            return self.bundle.recommend(model_input["user_id"].astype(str).tolist(), k=k)
+
+    return _RankerPyfunc()
+
+
+@dataclass(frozen=True)
+class Registry:
+    tracking_uri: str
+    dataset: str
+    project_root: Path | None = None      # artifacts of a local store go to <root>/mlflow/artifacts
+
+    @property
+    def model_name(self) -> str:
+        return f"visrec-ranker-{self.dataset}"
+
+    def mlflow(self, experiment: str = EXPERIMENT):
+        """mlflow, configured for this store and ``experiment``."""
+        artifacts = self.project_root / "mlflow" if self.project_root is not None else None
+        return tracking.configure(self.tracking_uri, experiment, artifacts)
+
+    def client(self):
+        return self.mlflow().MlflowClient()
+
+    def git_commit(self) -> str:
+        return tracking.git_commit(self.project_root)
+
+    # --- logging ---------------------------------------------------------------------------------
+    def log_ranker(self, bundle, ranker_name: str, metrics: dict, params: dict, tags: dict,
+                   register: bool = True) -> tuple[str, str | None]:
+        """One MLflow run for one trained ranker; returns (run_id, registered version or None)."""
+        mlflow = self.mlflow()
+        with tempfile.TemporaryDirectory() as scratch, \
+                mlflow.start_run(run_name=f"{ranker_name}-{self.dataset}") as run:
+            mlflow.set_tags({**tags, "ranker": ranker_name, "dataset": self.dataset,
+                             "git_commit": self.git_commit()})
+            mlflow.log_params(params)
+            mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()
+                                if isinstance(v, (int, float)) and not math.isnan(v)})
+            version = None
+            if register:
+                path = Path(scratch) / "bundle.pkl"
+                path.write_bytes(pickle.dumps(bundle))
+                example = pd.DataFrame({"user_id": [str(bundle.user_ids[0])]})
+                info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc_model(),
+                                               artifacts={"bundle": str(path)}, input_example=example,
+                                               registered_model_name=self.model_name)
+                version = str(info.registered_model_version)
+                client = mlflow.MlflowClient()
+                client.set_model_version_tag(self.model_name, version, "ranker", ranker_name)
+                for key, value in metrics.items():
+                    if key in GATE_METRICS:
+                        client.set_model_version_tag(self.model_name, version, metric_key(key), f"{value:.6f}")
+        return run.info.run_id, version
+
+    # --- the champion ----------------------------------------------------------------------------
+    def current_champion(self):
+        """The champion's model version, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client().get_model_version_by_alias(self.model_name, CHAMPION)
+        except MlflowException:
+            return None
+
+    def load_bundle(self, version: str):
+        mlflow = self.mlflow()
+        model = mlflow.pyfunc.load_model(f"models:/{self.model_name}/{version}")
+        return model.unwrap_python_model().bundle
+
+    def history(self) -> list[str]:
+        tags = self.client().get_registered_model(self.model_name).tags
+        return json.loads(tags.get(HISTORY_TAG, "[]"))
+
+    def set_champion(self, version: str) -> None:
+        client = self.client()
+        client.set_registered_model_alias(self.model_name, CHAMPION, version)
+        client.set_registered_model_tag(self.model_name, HISTORY_TAG, json.dumps(self.history() + [str(version)]))
+
+    def rollback(self) -> str:
+        """Restore the previous champion; returns its version."""
+        client = self.client()
+        past = self.history()
+        if len(past) < 2:
+            raise NoPreviousChampion(f"{self.model_name} has no previous champion to roll back to "
+                                     f"(history: {past})")
+        previous = past[-2]
+        client.set_registered_model_alias(self.model_name, CHAMPION, previous)
+        client.set_registered_model_tag(self.model_name, HISTORY_TAG, json.dumps(past[:-1]))
+        client.set_model_version_tag(self.model_name, past[-1], "rolled_back", "true")
+        return previous
+

@@ -1,0 +1,79 @@
+"""Every file the pipeline writes for one dataset, named in one place: ``<root>/<dataset>/...``.
+
+Assets store their values here through the IO manager (tables as Parquet, other values as pickles);
+serving, the CLI and the sensors read the same files by the same names.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+ITEMS_ALIAS = "visrec_items"
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    root: Path
+    dataset: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def dir(self) -> Path:
+        return self.root / self.dataset
+
+    # --- asset values (the IO manager's files) ---------------------------------------------------
+    def asset_stem(self, key_path: Sequence[str] | str) -> Path:
+        """Where an asset's value lives, without its suffix (.parquet for tables, .pkl otherwise)."""
+        parts = [key_path] if isinstance(key_path, str) else list(key_path)
+        return self.dir / "__".join(parts)
+
+    def table_path(self, asset: str) -> Path:
+        return self.asset_stem(asset).with_suffix(".parquet")
+
+    def read_table(self, asset: str, columns: list[str] | None = None) -> pd.DataFrame | None:
+        """An asset's last materialised table, or None if it has none yet."""
+        path = self.table_path(asset)
+        return pd.read_parquet(path, columns=columns) if path.is_file() else None
+
+    # --- files assets keep besides their values -------------------------------------------------
+    @property
+    def embeddings_dir(self) -> Path:
+        """The incremental embedding store (one sub-folder per encoder id)."""
+        return self.dir / "embeddings"
+
+    @property
+    def image_checks(self) -> Path:
+        """raw_images' cache of image checks by file signature."""
+        return self.dir / "image_checks.json"
+
+    @property
+    def item_index_snapshot(self) -> Path:
+        """The exact in-memory index serving searches, written by item_index beside its collection."""
+        return self.dir / "item_index.npz"
+
+    def milvus_lite_file(self, purpose: str = "items") -> Path:
+        """milvus-lite's database when no Milvus server is configured (one process per file)."""
+        return self.dir / ("milvus.db" if purpose == "items" else f"milvus_{purpose}.db")
+
+    def milvus_alias(self, purpose: str = "items") -> str:
+        """One alias per dataset and purpose, so datasets can share a Milvus server."""
+        base = ITEMS_ALIAS if purpose == "items" else f"visrec_{purpose}"
+        return f"{base}_{self.dataset}"
+
+    def sensor_state(self, sensor: str) -> Path:
+        return self.dir / "sensors" / sensor
+
+    # --- serving ---------------------------------------------------------------------------------
+    @property
+    def serving_dir(self) -> Path:
+        return self.dir / "serving"
+
+    @property
+    def last_good(self) -> Path:
+        """The champion and index that last served here (a restart falls back to them)."""
+        return self.serving_dir / "last_good.json"
