@@ -29,8 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from visrec_pipelines.recsys import zoo
 from visrec_pipelines.recsys.base import Ranker, TrainData
 from visrec_pipelines.recsys.item_content import item_content
+from visrec_pipelines.recsys.iterative import IterativeRanker
 from visrec_pipelines.recsys.metrics import evaluate
 from visrec_pipelines.recsys.split import Split, make_split
 
@@ -38,8 +40,17 @@ REPO = Path(__file__).resolve().parents[1]
 MOVIELENS = Path(os.environ.get("VISREC_MOVIELENS", REPO.parent / "shared" / "datasets" / "movielens-small"))
 CACHE = Path(os.environ.get("VISREC_BENCH_CACHE", Path.home() / ".cache" / "visrec" / "bench"))
 SEED = 0
-VISUAL = {"visual_knn", "vbpr", "vbpr_cornac_settings", "deep_mlp", "gru4rec", "amr", "visual_content"}     # rankers that use image features
 COLUMNS = ("ndcg@20", "recall@20", "precision@20", "auc", "coverage@20", "cold_recall@20")
+# This benchmark's grids, wider than the zoo's (a ranker not listed searches its class's ``tuning``).
+GRIDS = {
+    "itemknn": {"neighbours": [50, 100, 200, 400, 800]},
+    "ease": {"l2": [50, 100, 200, 400, 800]},
+    "bpr": {"factors": [64, 128], "lr": [0.05], "reg": [0.01, 0.003], "epochs": [300], "patience": [4]},
+    "vbpr": {"factors": [32], "visual_factors": [32], "lr": [0.005, 0.01], "negatives": ["all", "warm"],
+             "epochs": [60], "patience": [3]},
+    "amr": {"factors": [32], "visual_factors": [32], "lr": [0.005, 0.01], "epochs": [60], "patience": [3],
+            "epsilon": [0.1]},
+}
 
 
 def grid(**axes) -> list[dict]:
@@ -47,42 +58,24 @@ def grid(**axes) -> list[dict]:
 
 
 def our_rankers() -> dict[str, tuple[type, list[dict]]]:
-    """name → (class, hyper-parameter grid searched on the validation slice)."""
-    from visrec_pipelines.recsys.models.bpr import BPR
-    from visrec_pipelines.recsys.models.ease import EASE
-    from visrec_pipelines.recsys.models.itemknn import ItemKNN
-    from visrec_pipelines.recsys.models.mostpop import MostPop
-    from visrec_pipelines.recsys.models.vbpr import VBPR
-    from visrec_pipelines.recsys.models.visual_knn import VisualKNN
-
-    registry = {
-        "mostpop": (MostPop, [{}]),
-        "itemknn": (ItemKNN, grid(neighbours=[50, 100, 200, 400, 800])),
-        "visual_knn": (VisualKNN, [{}]),
-        "ease": (EASE, grid(l2=[50, 100, 200, 400, 800])),
-        "bpr": (BPR, grid(factors=[64, 128], lr=[0.05], reg=[0.01, 0.003], epochs=[300], patience=[4])),
-        "vbpr": (VBPR, grid(factors=[32], visual_factors=[32], lr=[0.005, 0.01], negatives=["all", "warm"],
-                            epochs=[60], patience=[3])),
-    }
-    from visrec_pipelines.recsys.models.amr import AMR
-    from visrec_pipelines.recsys.models.deep import DeepRanker
-    from visrec_pipelines.recsys.models.sequence import SequenceRanker
-
-    from visrec_pipelines.recsys.models.visual_content import VisualContentRanker
-
-    registry["visual_content"] = (VisualContentRanker, grid(weight_decay=[1e-3, 3e-3]))
-    # ablation: the same model without the posters (catalogue attributes only), at the same L2
-    registry["visual_content_no_image"] = (VisualContentRanker, grid(weight_decay=[1e-3], use_image=[False]))
-    registry["deep_mlp"] = (DeepRanker, [{}])
-    registry["gru4rec"] = (SequenceRanker, [{}])
-    registry["amr"] = (AMR, grid(factors=[32], visual_factors=[32], lr=[0.005, 0.01], epochs=[60],
-                                 patience=[3], epsilon=[0.1]))
+    """name → (class, hyper-parameter grid searched on the validation slice): every ranker in the
+    zoo's registry, plus the content ranker without the posters (an ablation, at the same L2)."""
+    registry = {}
+    for name, cls in zoo.rankers().items():
+        registry[name] = (cls, grid(**GRIDS.get(name, cls.tuning if has_epochs(cls) else {})))
+        if name == "visual_content":
+            registry["visual_content_no_image"] = (cls, grid(weight_decay=[1e-3], use_image=[False]))
     return registry
+
+
+def visual_rankers() -> set[str]:
+    """The rankers that use image features (the registry's ``needs``, and our VBPR at Cornac's settings)."""
+    return {name for name, cls in zoo.rankers().items() if "image_features" in cls.needs} | {"vbpr_cornac_settings"}
 
 
 def has_epochs(cls) -> bool:
     """Trained for a number of epochs (so tuned with early stopping on the validation slice)?"""
-    return hasattr(cls(), "epochs")
+    return issubclass(cls, IterativeRanker)
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -141,7 +134,7 @@ class CornacRanker(Ranker):
         super().__init__(SEED)
         self.model, self.name, self.images = model, name, images
 
-    def fit(self, data: TrainData, validation: TrainData | None = None) -> "CornacRanker":
+    def fit(self, data: TrainData, validation: TrainData | None = None) -> CornacRanker:
         from cornac.data import Dataset, ImageModality
 
         self.seen = data.matrix()
@@ -179,13 +172,6 @@ def cornac_peers() -> dict:
 
 # --- running --------------------------------------------------------------------------------------
 
-def best_epoch(model) -> int | None:
-    if getattr(model, "best_epoch", None):
-        return int(model.best_epoch)
-    history = getattr(model, "history", None)
-    return int(max(history, key=lambda h: h[1])[0]) if history else None
-
-
 def tune(cls, candidates: list[dict], split: Split) -> tuple[dict, float]:
     """The candidate with the best validation NDCG@20 (fit on tune_data, stopped on validation)."""
     tuning = split.for_tuning()
@@ -193,7 +179,7 @@ def tune(cls, candidates: list[dict], split: Split) -> tuple[dict, float]:
     for params in candidates:
         model = cls(seed=SEED, **params).fit(tuning.train, tuning.test)
         ndcg = float(evaluate(model, tuning, with_auc=False)["ndcg@20"])
-        epochs = best_epoch(model) if has_epochs(cls) else None
+        epochs = int(model.best_epoch) if has_epochs(cls) and model.best_epoch else None
         chosen = {**params, **({"epochs": epochs, "patience": None} if epochs else {})}
         print(f"  tune {cls.__name__:16s} {params} -> val ndcg@20 {ndcg:.4f}"
               + (f", best epoch {epochs}" if epochs else ""), flush=True)
@@ -248,7 +234,7 @@ def run_ours(split: Split, wanted, fitted: dict) -> tuple[dict, dict]:
     for name, (cls, candidates) in our_rankers().items():
         if not wanted(name):
             continue
-        extra = progress if "progress" in cls.__init__.__code__.co_varnames else {}
+        extra = progress if has_epochs(cls) else {}
         if len(candidates) > 1 or has_epochs(cls):
             chosen, val_ndcg = tune(cls, candidates, split)
         else:
@@ -279,7 +265,7 @@ def targets(results: dict, ratio: float | None) -> dict:
         return results.get(name, {}).get(key)
 
     visual = {n: r["cold_recall@20"] for n, r in results.items()
-              if n in VISUAL and math.isfinite(r["cold_recall@20"])}
+              if n in visual_rankers() and math.isfinite(r["cold_recall@20"])}
     out = {"ndcg_ratio>=1.10": None if ratio is None else ratio >= 1.10}
     if visual:
         best_cold = max(visual, key=visual.get)
@@ -306,7 +292,9 @@ def main() -> None:
     split, encoder_id = movielens_split(MOVIELENS)
     print(f"protocol {split.protocol}\nsplit {split.report}\nimage features {encoder_id}", flush=True)
 
-    wanted = (lambda name: not args.only or name in args.only)
+    def wanted(name: str) -> bool:
+        return not args.only or name in args.only
+
     fitted: dict = {}
     results, params = run_ours(split, wanted, fitted)
     robust = adversarial_robustness(fitted, split)

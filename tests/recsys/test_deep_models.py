@@ -1,5 +1,6 @@
-"""The deep rankers (pair MLP, GRU4Rec-style sequence model, AMR): the ranker contract, and that
-each learns what was planted in small synthetic data."""
+"""That the visual rankers learn what was planted in small synthetic data (the contract every ranker
+obeys is in test_rankers), the shared early stopping on a carved validation slice, and the deep
+models' own behaviour (GRU4Rec-style sequences, AMR's robustness)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -8,16 +9,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from visrec_pipelines.recsys import zoo
 from visrec_pipelines.recsys.base import Ranker, TrainData
+from visrec_pipelines.recsys.iterative import IterativeRanker
 from visrec_pipelines.recsys.metrics import evaluate
 from visrec_pipelines.recsys.models.amr import AMR, adversarial_perturbation, robustness, with_features
-from visrec_pipelines.recsys.models.deep import DeepRanker
 from visrec_pipelines.recsys.models.mostpop import MostPop
 from visrec_pipelines.recsys.models.sequence import SequenceRanker
 from visrec_pipelines.recsys.models.vbpr import VBPR
-from visrec_pipelines.recsys.models.visual_content import VisualContentRanker
 
 CLUSTERS, USERS_PER_CLUSTER, WARM_PER_CLUSTER, COLD_PER_CLUSTER, DIM = 4, 30, 20, 5, 16
+RANKERS = zoo.rankers()
+VISUAL = [name for name, cls in RANKERS.items() if "image_features" in cls.needs]
+ITERATIVE = [name for name, cls in RANKERS.items() if issubclass(cls, IterativeRanker)]
 
 
 def ids(prefix: str, n: int) -> np.ndarray:
@@ -53,69 +57,17 @@ def planted(seed: int = 0, warm_per_cluster: int = WARM_PER_CLUSTER, spread: flo
     return SimpleNamespace(train=as_data(train), test=as_data(test))
 
 
-FACTORIES = {
-    "deep": lambda seed=0, **kw: DeepRanker(dim=16, hidden=(16,), epochs=kw.get("epochs", 40), batch_size=256,
-                                            lr=5e-3, seed=seed),
-    "sequence": lambda seed=0, **kw: SequenceRanker(dim=16, epochs=kw.get("epochs", 40), batch_users=16,
-                                                    chunk=8, n_negatives=64, lr=1e-2, seed=seed),
-    "amr": lambda seed=0, **kw: AMR(factors=8, visual_factors=8, epochs=kw.get("epochs", 40), batch_size=256,
-                                    lr=0.02, epsilon=0.1, patience=None, seed=seed),
-    "visual_content": lambda seed=0, **kw: VisualContentRanker(factors=8, epochs=kw.get("epochs", 40), batch_size=256,
-                                                               lr=0.02, members=2, patience=None, seed=seed),
-}
-
-
 @pytest.fixture(scope="module")
 def data():
     return planted()
 
 
 @pytest.fixture(scope="module")
-def fitted(data):
-    return {name: make().fit(data.train) for name, make in FACTORIES.items()}
+def fitted(data, small_ranker):
+    return {name: small_ranker(name).fit(data.train) for name in VISUAL}
 
 
-@pytest.mark.parametrize("name", FACTORIES)
-def test_contract(name, fitted, data, tmp_path):
-    model, train = fitted[name], data.train
-    users = np.arange(train.n_users)
-    scores = model.score(users)
-    assert scores.shape == (train.n_users, train.n_items) and np.isfinite(scores).all()
-    assert (model.seen != train.matrix()).nnz == 0
-
-    top = model.recommend(users, k=20)
-    assert top.shape == (train.n_users, 20)
-    seen = train.matrix().toarray() > 0
-    assert not np.take_along_axis(seen, top, axis=1).any(), "a train positive was recommended"
-    assert (top[:, 0] == np.argmax(np.where(seen, -np.inf, scores), axis=1)).all()
-
-    model.save(tmp_path / "model.pkl")
-    loaded = type(model).load(tmp_path / "model.pkl")
-    np.testing.assert_array_equal(loaded.score(users), scores)
-    with pytest.raises(TypeError):
-        MostPop.load(tmp_path / "model.pkl")
-
-
-@pytest.mark.parametrize("name", FACTORIES)
-def test_same_seed_same_model_other_seed_other_model(name, data):
-    users = np.arange(10)
-    first, second = (FACTORIES[name](seed=3, epochs=4).fit(data.train).score(users) for _ in range(2))
-    np.testing.assert_array_equal(first, second)
-    assert not np.allclose(first, FACTORIES[name](seed=4, epochs=4).fit(data.train).score(users))
-
-
-@pytest.mark.parametrize("name", FACTORIES)
-def test_vectors_give_the_scores_where_the_model_is_factorised(name, fitted, data):
-    model, users = fitted[name], np.arange(data.train.n_users)
-    if name in ("deep", "visual_content"):  # MLP / age term pair user and item: no inner product
-        assert model.user_vectors() is None and model.item_vectors() is None
-        return
-    user_vectors, item_vectors = model.user_vectors(), model.item_vectors()
-    assert user_vectors.shape[1] == item_vectors.shape[1] and len(item_vectors) == data.train.n_items
-    np.testing.assert_allclose(user_vectors @ item_vectors.T, model.score(users), rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("name", FACTORIES)
+@pytest.mark.parametrize("name", VISUAL)
 def test_learns_the_planted_taste_and_finds_cold_items_by_their_image(name, fitted, data):
     learned, pop = evaluate(fitted[name], data), evaluate(MostPop().fit(data.train), data)
     assert learned["ndcg@20"] > pop["ndcg@20"] + 0.2, (learned, pop)
@@ -124,19 +76,30 @@ def test_learns_the_planted_taste_and_finds_cold_items_by_their_image(name, fitt
     assert learned["cold_recall@20"] > 0.5, learned
 
 
-@pytest.mark.parametrize("name", ["deep", "sequence", "visual_content"])
-def test_early_stopping_on_a_validation_slice_carved_from_train(name, data):
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_early_stopping_on_a_validation_slice_carved_from_train(name, data, small_ranker):
     """``Split.validation`` is a subset of ``Split.train``: the epochs are chosen on the rest, then
     the model is refit on all of train (so every train positive counts as seen)."""
     train = data.train                                           # rows grouped by user, in time order
     last_of_user = np.r_[train.users[1:] != train.users[:-1], True]
     validation = replace(train, users=train.users[last_of_user], items=train.items[last_of_user],
                          timestamps=train.timestamps[last_of_user])
-    model = FACTORIES[name](epochs=10)
-    model.eval_every, model.patience = 1, 2
+    model = small_ranker(name, epochs=10, eval_every=1, patience=2)
     model.fit(data.train, validation)
     assert (model.seen != data.train.matrix()).nnz == 0
     assert 1 <= model.best_epoch <= 10 and model.history and model.history[0][0] == 1
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_early_stopping_on_a_held_out_slice_keeps_the_best_state(name, data, small_ranker):
+    """Validation held out of the data (``Split.for_tuning()``): training runs on past the best
+    epoch until patience runs out, then the best state is put back — the very model that training
+    for just that many epochs gives."""
+    model = small_ranker(name, epochs=12, eval_every=1, patience=2).fit(data.train, data.test)
+    assert model.history[-1][0] > model.best_epoch == max(model.history, key=lambda h: h[1])[0]
+    shorter = small_ranker(name, epochs=model.best_epoch, patience=None).fit(data.train)
+    users = np.arange(data.train.n_users)
+    np.testing.assert_array_equal(model.score(users), shorter.score(users))
 
 
 def a_then_b(n_pairs: int = 40, n_users: int = 200, pairs_per_user: int = 6, seed: int = 0):

@@ -1,22 +1,28 @@
-"""The ranker contract for every model, and that the learners learn (planted-structure data)."""
+"""The ranker contract for every ranker in the zoo's registry, the zoo itself, and that the classic
+learners learn (planted-structure data)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from visrec_pipelines.recsys import zoo
 from visrec_pipelines.recsys.base import Ranker, TrainData
+from visrec_pipelines.recsys.iterative import IterativeRanker
 from visrec_pipelines.recsys.metrics import evaluate
+from visrec_pipelines.recsys.models import register
 from visrec_pipelines.recsys.models.bpr import BPR
-from visrec_pipelines.recsys.models.ease import EASE
-from visrec_pipelines.recsys.models.itemknn import ItemKNN
-from visrec_pipelines.recsys.models.mostpop import MostPop
 from visrec_pipelines.recsys.models.sampling import TripleSampler
 from visrec_pipelines.recsys.models.vbpr import VBPR
-from visrec_pipelines.recsys.models.visual_knn import VisualKNN
+from visrec_pipelines.recsys.split import Split
 
 CLUSTERS, USERS_PER_CLUSTER, WARM_PER_CLUSTER, COLD_PER_CLUSTER, DIM = 4, 25, 16, 4, 16
+RANKERS = zoo.rankers()
+ITERATIVE = [name for name, cls in RANKERS.items() if issubclass(cls, IterativeRanker)]
+VISUAL = [name for name, cls in RANKERS.items() if "image_features" in cls.needs]
+NOT_FACTORISED = {"itemknn", "ease", "deep_mlp", "visual_content"}   # item–item, MLP, age term
 
 
 def planted(seed: int = 0) -> tuple[TrainData, TrainData]:
@@ -46,62 +52,76 @@ def planted(seed: int = 0) -> tuple[TrainData, TrainData]:
     return as_data(train), as_data(test)
 
 
-FACTORIES = {
-    "mostpop": lambda seed=0: MostPop(seed=seed),
-    "itemknn": lambda seed=0: ItemKNN(neighbours=10, seed=seed),
-    "ease": lambda seed=0: EASE(l2=10.0, seed=seed),
-    "visual_knn": lambda seed=0: VisualKNN(seed=seed),
-    "bpr": lambda seed=0: BPR(factors=8, epochs=30, lr=0.05, patience=None, seed=seed),
-    "vbpr": lambda seed=0: VBPR(factors=8, visual_factors=8, epochs=30, batch_size=256, lr=0.02,
-                                patience=None, seed=seed),
-}
-
-
 @pytest.fixture(scope="module")
 def data():
     return planted()
 
 
 @pytest.fixture(scope="module")
-def fitted(data):
+def fitted(data, small_ranker):
     train, _ = data
-    return {name: make().fit(train) for name, make in FACTORIES.items()}
+    return {name: small_ranker(name).fit(train) for name in RANKERS}
 
 
-@pytest.mark.parametrize("name", FACTORIES)
+@pytest.fixture(scope="module")
+def split(data):
+    """Train, test, and a validation slice carved from train: each user's last train positive."""
+    train, test = data                                          # rows grouped by user, in time order
+    last = np.r_[train.users[1:] != train.users[:-1], True]
+    validation = replace(train, users=train.users[last], items=train.items[last], timestamps=train.timestamps[last])
+    return Split(train=train, validation=validation, test=test)
+
+
+@pytest.mark.parametrize("name", RANKERS)
 def test_contract(name, fitted, data, tmp_path):
     train, _ = data
     model = fitted[name]
-    assert isinstance(model, Ranker)
+    assert isinstance(model, Ranker) and model.name == name
     assert (model.seen != train.matrix()).nnz == 0
-    users = np.array([0, 5, 99])
+    users = np.arange(train.n_users)
     scores = model.score(users)
-    assert scores.shape == (3, train.n_items) and np.isfinite(scores).all()
-    top = model.recommend(users, k=10)
-    assert top.shape == (3, 10)
-    for row, u in zip(top, users):
-        assert not set(row) & set(train.items[train.users == u])          # seen items excluded
-        np.testing.assert_array_equal(np.sort(scores[list(users).index(u), row])[::-1],
-                                      scores[list(users).index(u), row])  # best first
+    assert scores.shape == (train.n_users, train.n_items) and np.isfinite(scores).all()
+    seen = train.matrix().toarray() > 0
+    for asked, k in ((np.array([0, 5, 99]), 10), (users, 20)):
+        top = model.recommend(asked, k=k)
+        assert top.shape == (len(asked), k)
+        assert not np.take_along_axis(seen[asked], top, axis=1).any(), "a train positive was recommended"
+        ranked = np.take_along_axis(scores[asked], top, axis=1)
+        np.testing.assert_array_equal(np.sort(ranked, axis=1)[:, ::-1], ranked)        # best first
+    assert (top[:, 0] == np.argmax(np.where(seen, -np.inf, scores), axis=1)).all()   # every user's best
+
     model.save(tmp_path / "model.pkl")
-    np.testing.assert_allclose(type(model).load(tmp_path / "model.pkl").score(users), scores)
+    np.testing.assert_array_equal(type(model).load(tmp_path / "model.pkl").score(users), scores)
+    other = next(cls for cls in RANKERS.values() if not isinstance(model, cls))
+    with pytest.raises(TypeError):
+        other.load(tmp_path / "model.pkl")
 
 
-@pytest.mark.parametrize("name", FACTORIES)
-def test_same_seed_same_model(name, fitted, data):
+@pytest.mark.parametrize("name", RANKERS)
+def test_same_seed_same_model(name, fitted, data, small_ranker):
     train, _ = data
     users = np.arange(train.n_users)
-    np.testing.assert_array_equal(FACTORIES[name](seed=0).fit(train).score(users), fitted[name].score(users))
+    np.testing.assert_array_equal(small_ranker(name, seed=0).fit(train).score(users), fitted[name].score(users))
 
 
-@pytest.mark.parametrize("name", FACTORIES)
-def test_vectors_give_the_scores(name, fitted, data):
-    model = fitted[name]
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_same_seed_same_model_other_seed_other_model(name, data, small_ranker):
+    users = np.arange(10)
+    first, second = (small_ranker(name, seed=3, epochs=4).fit(data[0]).score(users) for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    assert not np.allclose(first, small_ranker(name, seed=4, epochs=4).fit(data[0]).score(users))
+
+
+@pytest.mark.parametrize("name", RANKERS)
+def test_vectors_give_the_scores_where_the_model_is_factorised(name, fitted, data):
+    model, train = fitted[name], data[0]
     user_vectors, item_vectors = model.user_vectors(), model.item_vectors()
-    if user_vectors is None:
-        assert name in ("itemknn", "ease")             # item–item models: not factorised
+    if name in NOT_FACTORISED:
+        assert user_vectors is None and item_vectors is None
         return
-    users = np.arange(data[0].n_users)
+    assert user_vectors.shape[1] == item_vectors.shape[1]
+    assert len(user_vectors) == train.n_users and len(item_vectors) == train.n_items
+    users = np.arange(train.n_users)
     np.testing.assert_allclose(user_vectors @ item_vectors.T, model.score(users), rtol=1e-4, atol=1e-5)
 
 
@@ -149,3 +169,38 @@ def test_sampler_never_returns_a_users_positive_as_negative(data, bitmap_limit, 
     pool = np.arange(0, train.n_items, 2)
     _, _, negatives = TripleSampler(train, np.random.default_rng(0), negative_pool=pool).epoch(2000)
     assert np.isin(negatives, pool).all()
+
+
+def test_zoo_lists_every_ranker_under_its_name_in_a_fixed_order():
+    assert zoo.names() == list(RANKERS) and all(cls.name == name for name, cls in RANKERS.items())
+    known = ["mostpop", "itemknn", "ease", "visual_knn", "bpr", "vbpr", "deep_mlp", "gru4rec", "visual_content", "amr"]
+    assert [name for name in zoo.names() if name in known] == known        # new rankers may go anywhere
+    assert BPR.tuning == {"reg": [0.003, 0.01, 0.03]} and RANKERS["amr"].tuning == {"reg": [0.01, 0.1]}
+
+
+def test_two_rankers_cannot_share_a_name():
+    impostor = type("Impostor", (BPR,), {"__module__": __name__})           # name "bpr", another class
+    with pytest.raises(ValueError, match="two rankers named 'bpr'"):
+        register(order=1)(impostor)
+    assert zoo.rankers()["bpr"] is BPR
+
+
+def test_zoo_tunes_on_the_validation_slice_then_refits_on_all_of_train(split):
+    trained = zoo.train("bpr", split, seed=1, progress=True, factors=8, epochs=12, eval_every=3)
+    params = trained.params
+    assert trained.name == "bpr" and params["reg"] in BPR.tuning["reg"] and "progress" not in params
+    assert params["epochs"] == params["best_epoch"] == trained.ranker.epochs and trained.ranker.progress
+    assert (trained.ranker.seen != split.train.matrix()).nnz == 0           # refit on all of train
+    fixed = zoo.train("bpr", split, seed=1, refit=False, factors=8, epochs=12, eval_every=3, reg=0.01)
+    assert fixed.params["reg"] == 0.01 and fixed.params["epochs"] == 12     # a fixed setting is not searched
+    assert fixed.ranker.history and fixed.params["best_epoch"] == fixed.ranker.best_epoch
+    assert (fixed.ranker.seen != split.tune_data().matrix()).nnz == 0       # the tuned model, on tune_data
+    once = zoo.train("ease", split, l2=10.0)                                # nothing to stop early: fit once
+    assert once.params == {"seed": 0, "l2": 10.0} and (once.ranker.seen != split.train.matrix()).nnz == 0
+
+
+@pytest.mark.parametrize("name", VISUAL)
+def test_zoo_refuses_a_split_without_the_image_features_a_ranker_needs(name, split):
+    blind = Split(*(replace(part, item_features=None) for part in (split.train, split.validation, split.test)))
+    with pytest.raises(ValueError, match=f"{name} needs image features"):
+        zoo.train(name, blind)

@@ -12,8 +12,8 @@ import pytest
 from visrec_pipelines.recsys.base import TrainData
 from visrec_pipelines.recsys.item_content import item_content
 from visrec_pipelines.recsys.metrics import evaluate
-from visrec_pipelines.recsys.models.visual_content import AGE_EDGES_DAYS, VisualContentRanker, age_buckets
 from visrec_pipelines.recsys.models.vbpr import VBPR
+from visrec_pipelines.recsys.models.visual_content import AGE_EDGES_DAYS, VisualContentRanker, age_buckets
 
 DAY = 86400.0
 
@@ -119,7 +119,8 @@ def test_labels_alone_find_cold_items_when_images_say_nothing():
     def as_data(rows):
         rows = np.array(rows)
         return TrainData(np.array([f"u{u}" for u in range(n_users)]), catalogue["item_id"].to_numpy(),
-                         rows[:, 0], rows[:, 1], np.zeros(len(rows)), features / np.linalg.norm(features, axis=1)[:, None],
+                         rows[:, 0], rows[:, 1], np.zeros(len(rows)),
+                         features / np.linalg.norm(features, axis=1)[:, None],
                          item_attributes=content.attributes, item_available=content.available_since)
     train, test = as_data(train_rows), as_data(test_rows)
     model = VisualContentRanker(factors=4, epochs=30, batch_size=256, lr=0.02, members=1, patience=None).fit(train)

@@ -6,6 +6,9 @@ Users and items are dense indices 0..n-1 into ``TrainData.user_ids`` / ``item_id
 (L2-normalised image embeddings) are rows aligned with ``item_ids``; every catalogue item has one,
 including items nobody has interacted with yet (the cold items only visual models can find).
 Catalogue content (``recsys.item_content``: labels, title words, release date) may ride along.
+
+Rankers trained epoch by epoch build on ``recsys.iterative.IterativeRanker``; every ranker module in
+``recsys.models`` registers its class (``recsys.models.register``) and the zoo finds it there.
 """
 from __future__ import annotations
 
@@ -52,16 +55,31 @@ class TrainData:
         return [items[bounds[u]:bounds[u + 1]] for u in range(self.n_users)]
 
 
+# What a ranker may need from a split: the TrainData field that holds it, and how to attach it.
+INPUTS = {
+    "image_features": ("item_features", "image features: attach them with split.with_item_features()"),
+    "item_content": ("item_attributes", "item content: attach it with split.with_item_content()"),
+}
+
+
 class Ranker(ABC):
     name: str = "ranker"
+    # keys of INPUTS the zoo must find on a split before it trains this ranker as configured by
+    # default (``fit`` may accept less, e.g. a content-only ablation)
+    needs: frozenset[str] = frozenset()
 
     def __init__(self, seed: int = 0):
         self.seed = seed
         self.seen: sp.csr_matrix | None = None
 
     @abstractmethod
-    def fit(self, data: TrainData, validation: TrainData | None = None) -> "Ranker":
+    def fit(self, data: TrainData, validation: TrainData | None = None) -> Ranker:
         """Train; ``validation`` (held-out positives carved from train) may drive early stopping."""
+
+    @classmethod
+    def missing_inputs(cls, data: TrainData) -> list[str]:
+        """What ``data`` lacks of ``needs``, each as "<input>: attach it with ...", in INPUTS order."""
+        return [how for need, (field, how) in INPUTS.items() if need in cls.needs and getattr(data, field) is None]
 
     @abstractmethod
     def score(self, users: np.ndarray) -> np.ndarray:
@@ -89,7 +107,7 @@ class Ranker(ABC):
         Path(path).write_bytes(pickle.dumps(self))
 
     @classmethod
-    def load(cls, path: Path) -> "Ranker":
+    def load(cls, path: Path) -> Ranker:
         model = pickle.loads(Path(path).read_bytes())
         if not isinstance(model, cls):
             raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")

@@ -21,7 +21,7 @@ class RankerBundle:
     popularity: np.ndarray        # train positives per item (cold-start answer)
 
     @classmethod
-    def from_training(cls, ranker: Ranker, data: TrainData) -> "RankerBundle":
+    def from_training(cls, ranker: Ranker, data: TrainData) -> RankerBundle:
         counts = np.bincount(data.items, minlength=data.n_items).astype(np.float32)
         return cls(ranker, np.asarray(data.user_ids).astype(str), np.asarray(data.item_ids).astype(str), counts)
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..times import unix_seconds  # unparsable or missing dates (NaT) → NaN: unknown, not dropped
 from ..vision.heads import find_label_groups, targets
 
 DATE_COLUMNS = ("added_at", "released_at", "release_date")
@@ -73,15 +74,10 @@ def _title_words(titles: pd.Series) -> tuple[sp.csr_matrix, list[str]]:
 def _available_since(items: pd.DataFrame, titles: pd.Series) -> np.ndarray:
     for column in DATE_COLUMNS:
         if column in items:
-            return _unix_seconds(pd.to_datetime(items[column], utc=True, errors="coerce"))
+            return unix_seconds(pd.to_datetime(items[column], utc=True, errors="coerce"))
     years = pd.to_numeric(titles.str.extract(TITLE_YEAR)[0], errors="coerce")
-    return _unix_seconds(pd.to_datetime(years.astype("Int64").astype(str) + "-01-01", format="%Y-%m-%d",
+    return unix_seconds(pd.to_datetime(years.astype("Int64").astype(str) + "-01-01", format="%Y-%m-%d",
                                         utc=True, errors="coerce"))
-
-
-def _unix_seconds(stamps: pd.Series) -> np.ndarray:
-    """Unparsable or missing dates (NaT) become NaN: an unknown date, not a dropped item."""
-    return ((stamps - pd.Timestamp("1970-01-01", tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(float)
 
 
 def _era(available: np.ndarray) -> tuple[np.ndarray, list[str]]:

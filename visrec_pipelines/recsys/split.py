@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from ..times import unix_seconds
 from .base import TrainData
 
 PROTOCOL_NAME = "visrec-chrono-leave-last-20pct"
@@ -48,13 +49,13 @@ class Split:
         keep = ~_pair_in(self.train, self.validation)
         return _subset(self.train, keep)
 
-    def for_tuning(self) -> "Split":
+    def for_tuning(self) -> Split:
         """The same protocol one level down: tune_data → validation, for ``metrics.evaluate``."""
         empty = _subset(self.validation, np.zeros(len(self.validation.users), dtype=bool))
         return Split(train=self.tune_data(), validation=empty, test=self.validation,
                      report={}, protocol={**self.protocol, "stage": "validation"})
 
-    def with_item_features(self, features: np.ndarray) -> "Split":
+    def with_item_features(self, features: np.ndarray) -> Split:
         """Attach (n_items, d) image features aligned with ``item_ids`` (L2-normalised here)."""
         features = np.asarray(features, dtype=np.float32)
         if features.shape[0] != self.train.n_items:
@@ -65,7 +66,7 @@ class Split:
                        validation=replace(self.validation, item_features=features),
                        test=replace(self.test, item_features=features))
 
-    def with_item_content(self, content) -> "Split":
+    def with_item_content(self, content) -> Split:
         """Attach an ``item_content.ItemContent`` aligned with ``item_ids``."""
         if content.attributes.shape[0] != self.train.n_items:
             raise ValueError(f"{content.attributes.shape[0]} content rows for {self.train.n_items} items")
@@ -86,7 +87,7 @@ def make_split(events: pd.DataFrame, catalogue_item_ids, *, rating_threshold: fl
         events["event_type"].astype(str).isin(list(implicit_positive_types))
     frame = pd.DataFrame({"user_id": events.loc[positive, "user_id"].astype(str),
                           "item_id": events.loc[positive, "item_id"].astype(str),
-                          "t": _unix_seconds(events.loc[positive, "timestamp"])})
+                          "t": unix_seconds(events.loc[positive, "timestamp"])})
     report["positives"] = len(frame)
 
     frame = frame.sort_values("t", kind="stable").drop_duplicates(["user_id", "item_id"])
@@ -156,11 +157,6 @@ def _item_sort_keys(item_ids: np.ndarray) -> np.ndarray:
     if numeric.notna().all() and (numeric % 1 == 0).all():
         return np.argsort(np.argsort(numeric.to_numpy(), kind="stable"), kind="stable")
     return np.argsort(np.argsort(item_ids, kind="stable"), kind="stable")
-
-
-def _unix_seconds(timestamps: pd.Series) -> pd.Series:
-    parsed = pd.to_datetime(timestamps, utc=True)
-    return (parsed - pd.Timestamp("1970-01-01", tz="UTC")) / pd.Timedelta(seconds=1)
 
 
 def _pair_in(data: TrainData, other: TrainData) -> np.ndarray:

@@ -1,55 +1,35 @@
 """Every ranker the platform trains, by name, and the one way they are trained.
 
-Training follows the protocol: hyper-parameters and early stopping see only the validation slice
-(fit on ``tune_data``); a model that stopped early is then refit on all of train for the epochs it
-chose, so the most recent interactions — the validation slice — are not thrown away.
+The rankers are the classes registered in ``recsys.models`` (``@register``), listed by their
+``order`` under their ``name``. Training follows the protocol: hyper-parameters and early stopping
+see only the validation slice (fit on ``tune_data``); a model that stopped early is then refit on
+all of train for the epochs it chose, so the most recent interactions — the validation slice — are
+not thrown away.
 """
 from __future__ import annotations
 
+import importlib
 import itertools
+import pkgutil
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
+from . import models
 from .base import Ranker
+from .iterative import IterativeRanker
 from .split import Split
 
-FACTORIES: dict[str, Callable[..., Ranker]] = {}
-NEEDS_IMAGE_FEATURES = {"visual_knn", "vbpr", "amr", "deep", "sequence", "visual_content"}
-# Small grids searched on the validation slice (each candidate early-stopped there); the rest of a
-# model's settings are its defaults. L2 strength matters most: sparse shops want far more of it.
-TUNING: dict[str, dict[str, list]] = {
-    "bpr": {"reg": [0.003, 0.01, 0.03]},
-    "vbpr": {"reg": [0.01, 0.1]},
-    "amr": {"reg": [0.01, 0.1]},
-    "visual_content": {"weight_decay": [0.001, 0.003]},
-}
 
-
-def _register() -> None:
-    from .models.bpr import BPR
-    from .models.ease import EASE
-    from .models.itemknn import ItemKNN
-    from .models.mostpop import MostPop
-    from .models.vbpr import VBPR
-    from .models.visual_knn import VisualKNN
-    from .models.deep import DeepRanker
-    from .models.sequence import SequenceRanker
-    from .models.visual_content import VisualContentRanker
-
-    FACTORIES.update(mostpop=MostPop, itemknn=ItemKNN, ease=EASE, visual_knn=VisualKNN, bpr=BPR, vbpr=VBPR,
-                     deep=DeepRanker, sequence=SequenceRanker, visual_content=VisualContentRanker)
-    try:
-        from .models.amr import AMR
-        FACTORIES["amr"] = AMR
-    except ImportError:
-        pass
+def rankers() -> dict[str, type[Ranker]]:
+    """Every registered ranker class by name, in listing order (imports each ranker module once)."""
+    for module in pkgutil.iter_modules(models.__path__):
+        importlib.import_module(f"{models.__name__}.{module.name}")
+    ordered = sorted(models.REGISTERED.items(), key=lambda item: (item[1][0], item[0]))
+    return {name: cls for name, (_, cls) in ordered}
 
 
 def names() -> list[str]:
-    if not FACTORIES:
-        _register()
-    return list(FACTORIES)
+    return list(rankers())
 
 
 @dataclass
@@ -60,16 +40,15 @@ class TrainedRanker:
     params: dict = field(default_factory=dict)
 
 
-def _tuned(factory, kwargs: dict, split: Split, grid: dict, exclude: set):
-    """The candidate of ``grid`` (settings the caller fixed are not searched) with the best
+def _tuned(cls: type[IterativeRanker], kwargs: dict, split: Split, exclude: set):
+    """The candidate of ``cls.tuning`` (settings the caller fixed are not searched) with the best
     validation NDCG@20, fitted on ``tune_data`` and early-stopped on the validation slice."""
-    axes = {k: v for k, v in grid.items() if k not in exclude}
+    axes = {k: v for k, v in cls.tuning.items() if k not in exclude}
     best_model, best_kwargs, best_score = None, kwargs, -1.0
     for values in itertools.product(*axes.values()) if axes else [()]:
         candidate = {**kwargs, **dict(zip(axes, values))}
-        model = factory(**candidate).fit(split.tune_data(), validation=split.validation)
-        history = getattr(model, "history", None) or []
-        score = max((h[1] for h in history), default=0.0)
+        model = cls(**candidate).fit(split.tune_data(), validation=split.validation)
+        score = max((h[1] for h in model.history), default=0.0)
         if best_model is None or score > best_score:
             best_model, best_kwargs, best_score = model, candidate, score
     return best_model, best_kwargs
@@ -77,25 +56,25 @@ def _tuned(factory, kwargs: dict, split: Split, grid: dict, exclude: set):
 
 def train(name: str, split: Split, seed: int = 0, progress: bool = False, refit: bool = True,
           **params) -> TrainedRanker:
-    names()
-    if name not in FACTORIES:
-        raise KeyError(f"unknown ranker {name!r}; known: {sorted(FACTORIES)}")
-    if name in NEEDS_IMAGE_FEATURES and split.train.item_features is None:
-        raise ValueError(f"{name} needs image features: attach them with split.with_item_features()")
-    factory = FACTORIES[name]
+    classes = rankers()
+    if name not in classes:
+        raise KeyError(f"unknown ranker {name!r}; known: {sorted(classes)}")
+    cls = classes[name]
+    missing = cls.missing_inputs(split.train)
+    if missing:
+        raise ValueError(f"{name} needs {'; '.join(missing)}")
     kwargs = {"seed": seed, **params}
-    if "progress" in factory.__init__.__code__.co_varnames:
-        kwargs["progress"] = progress
     started = time.perf_counter()
-    model, best = factory(**kwargs), None
-    if not hasattr(model, "epochs"):        # nothing to stop early: fit once on all of train
-        ranker = model.fit(split.train)
+    best = None
+    if not issubclass(cls, IterativeRanker):     # nothing to stop early: fit once on all of train
+        ranker = cls(**kwargs).fit(split.train)
     else:
-        ranker, kwargs = _tuned(factory, kwargs, split, TUNING.get(name, {}), exclude=set(params))
-        best = getattr(ranker, "best_epoch", None)
+        kwargs["progress"] = progress
+        ranker, kwargs = _tuned(cls, kwargs, split, exclude=set(params))
+        best = ranker.best_epoch
         if refit and best is not None:
             kwargs["epochs"] = int(best)
-            ranker = factory(**kwargs).fit(split.train)
+            ranker = cls(**kwargs).fit(split.train)
     seconds = time.perf_counter() - started
     return TrainedRanker(name, ranker, seconds, {k: v for k, v in kwargs.items() if k != "progress"}
                          | ({"best_epoch": int(best)} if best is not None else {}))

@@ -21,12 +21,15 @@ import torch
 from torch.nn.functional import logsigmoid, normalize
 
 from ..metrics import evaluate
+from . import register
 from .sampling import TripleSampler
 from .vbpr import VBPR
 
 
+@register(order=100)
 class AMR(VBPR):
     name = "amr"
+    tuning = {"reg": [0.01, 0.1]}
 
     def __init__(self, epsilon: float = 0.1, adversarial_weight: float = 1.0, **vbpr_args):
         super().__init__(**vbpr_args)

@@ -11,53 +11,49 @@ The models with a real network (VBPR, deep, GRU, AMR) train in torch.
 
 Users and items live in ONE table ``W`` of rows [p_u, 1] and [q_i, b_i], so the score is one inner
 product and ``user_vectors() @ item_vectors().T`` serves it from a vector index. Early stopping
-(optional) watches the validation slice's NDCG@20 every ``eval_every`` epochs and keeps the best.
+(``IterativeRanker``) watches the validation slice's NDCG@20 every ``eval_every`` epochs.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numba
 import numpy as np
-from tqdm import tqdm
 
-from ..base import Ranker, TrainData
-from .sampling import EarlyStopping, fit_with_early_stopping, validation_metric
+from ..base import TrainData
+from ..iterative import IterativeRanker
+from . import register
 
 
-class BPR(Ranker):
+@register(order=50)
+class BPR(IterativeRanker):
     name = "bpr"
+    tuning = {"reg": [0.003, 0.01, 0.03]}
 
     def __init__(self, factors: int = 64, epochs: int = 200, lr: float = 0.05, reg: float = 0.01,
                  eval_every: int = 10, patience: int | None = 3, progress: bool = False, seed: int = 0):
-        super().__init__(seed)
-        self.factors, self.epochs, self.lr, self.reg = factors, epochs, lr, reg
-        self.eval_every, self.patience, self.progress = eval_every, patience, progress
+        # threads=None: the numba loop is single-threaded and torch is not used
+        super().__init__(epochs, eval_every, patience, threads=None, progress=progress, seed=seed)
+        self.factors, self.lr, self.reg = factors, lr, reg
 
-    def fit(self, data: TrainData, validation: TrainData | None = None) -> "BPR":
-        fit_with_early_stopping(self, data, validation, self.epochs)
-        return self
-
-    def _train(self, data: TrainData, validation: TrainData | None, epochs: int) -> int:
-        """Train from scratch for up to ``epochs``; return the number of epochs worth keeping."""
-        self.seen, self.n_users = data.matrix(), data.n_users
-        rng = np.random.default_rng(self.seed)
+    def begin(self, data: TrainData, epochs: int, rng: np.random.Generator) -> SimpleNamespace:
+        self.seen, self.n_users = data.matrix(), data.n_users             # sorted indices per user
         k, n_rows = self.factors, data.n_users + data.n_items
         W = ((rng.random((n_rows, k + 1), dtype=np.float32) - 0.5) / k)    # Cornac's init
         W[:data.n_users, k], W[data.n_users:, k] = 1.0, 0.0
-        rows = self.seen                                                    # sorted indices per user
-        stopper = EarlyStopping(self.patience)
         self.W = W
-        epoch_seeds = rng.integers(0, 2**31 - 1, epochs)
-        users, items = data.users.astype(np.int32), data.items.astype(np.int32)
-        for epoch in tqdm(range(1, epochs + 1), desc=self.name, disable=not self.progress):
-            _sgd_epoch(W, users, items, rows.indptr,
-                       rows.indices, data.n_users, data.n_items, np.float32(self.lr),
-                       np.float32(self.reg), int(epoch_seeds[epoch - 1]))
-            if validation is not None and epoch % self.eval_every == 0:
-                if stopper.update(epoch, validation_metric(self, data, validation), W):
-                    break
-        self.W = stopper.best_state if stopper.best_state is not None else W
-        self.history = stopper.history
-        return stopper.best_epoch or epoch
+        return SimpleNamespace(users=data.users.astype(np.int32), items=data.items.astype(np.int32),
+                               n_items=data.n_items, epoch_seeds=rng.integers(0, 2**31 - 1, epochs))
+
+    def train_epoch(self, run: SimpleNamespace, epoch: int) -> None:
+        _sgd_epoch(self.W, run.users, run.items, self.seen.indptr, self.seen.indices, self.n_users, run.n_items,
+                   np.float32(self.lr), np.float32(self.reg), int(run.epoch_seeds[epoch - 1]))
+
+    def snapshot(self, run: SimpleNamespace) -> np.ndarray:
+        return self.W
+
+    def restore(self, run: SimpleNamespace, state: np.ndarray) -> None:
+        self.W = state
 
     def score(self, users: np.ndarray) -> np.ndarray:
         return self.W[np.atleast_1d(users)] @ self.W[self.n_users:].T

@@ -13,16 +13,17 @@ Scoring every item for a batch of users never builds the (users × items × 3·d
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
-from ..base import Ranker, TrainData
-from .sampling import EarlyStopping, TripleSampler, fit_with_early_stopping, torch_threads, validation_metric
+from ..base import TrainData
+from ..iterative import IterativeRanker
+from . import register
+from .sampling import TripleSampler
 
 TILE_ELEMENTS = 1 << 20  # hidden activations per scoring tile: small enough to stay in cache
 
@@ -68,65 +69,62 @@ class PairMLP(nn.Module):
         return out + u @ v.T
 
 
-class DeepRanker(Ranker):
+@register(order=70)
+class DeepRanker(IterativeRanker):
     name = "deep_mlp"
+    needs = frozenset({"image_features"})
 
     def __init__(self, dim: int = 64, hidden: tuple[int, ...] = (64, 32), epochs: int = 80,
                  batch_size: int = 4096, lr: float = 1e-3, l2: float = 1e-4, id_dropout: float = 0.5,
                  eval_every: int = 2, patience: int = 3, threads: int | None = 1, progress: bool = False,
                  seed: int = 0):
-        super().__init__(seed)
-        self.threads = threads
-        self.dim, self.hidden, self.epochs, self.batch_size = dim, tuple(hidden), epochs, batch_size
+        super().__init__(epochs, eval_every, patience, threads, progress, seed)
+        self.dim, self.hidden, self.batch_size = dim, tuple(hidden), batch_size
         self.lr, self.l2, self.id_dropout = lr, l2, id_dropout
-        self.eval_every, self.patience, self.progress = eval_every, patience, progress
         self.net: PairMLP | None = None
         self.user_table = self.item_table = None  # final representations: all scoring needs
 
-    def fit(self, data: TrainData, validation: TrainData | None = None) -> "DeepRanker":
-        with reproducible_torch(self.seed, self.threads):
-            fit_with_early_stopping(self, data, validation, self.epochs)
-        return self
-
-    def _train(self, data: TrainData, validation: TrainData | None, epochs: int) -> int:
-        """Train from scratch for up to ``epochs``; return the number of epochs worth keeping."""
-        torch.manual_seed(self.seed)  # init and dropout: the same draws for the same seed
-        rng = np.random.default_rng(self.seed)
+    def begin(self, data: TrainData, epochs: int, rng: np.random.Generator) -> SimpleNamespace:
         self.seen = seen = data.matrix()
         counts = torch.as_tensor(np.diff(seen.indptr), dtype=torch.float32)
         features = means = None
         if data.item_features is not None:
             features = torch.as_tensor(data.item_features, dtype=torch.float32)
             means = torch.as_tensor(seen @ data.item_features) / counts.clamp(min=1)[:, None]
-        self.net = net = PairMLP(data.n_users, data.n_items, 0 if features is None else features.shape[1],
-                                 self.dim, self.hidden)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
-        sampler = TripleSampler(data, rng, negative_pool=np.unique(data.items))
-        stopper = EarlyStopping(self.patience)
-        for epoch in tqdm(range(1, epochs + 1), desc=self.name, disable=not self.progress):
-            net.train()
-            users, positives, negatives = (torch.from_numpy(a) for a in sampler.epoch())
-            for batch in torch.split(torch.arange(len(users)), self.batch_size):
-                u, i, j = users[batch], positives[batch], negatives[batch]
-                items = torch.stack([i, j], dim=1)                            # (b, 2)
-                vectors, image = self._items(items, features, dropout=True)
-                own_image = None if image is None else image[:, 0]
-                user_vecs = self._users(u, features, means, counts, leave_out=own_image)
-                s = net.pair_scores(user_vecs[:, None].expand_as(vectors), vectors)
-                loss = -F.logsigmoid(s[:, 0] - s[:, 1]).mean()
-                loss = loss + self.l2 * (user_vecs.square().sum() + vectors.square().sum()) / len(u)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            self._freeze(data.n_users, data.n_items, features, means, counts)
-            if validation is not None and epoch % self.eval_every == 0:
-                if stopper.update(epoch, validation_metric(self, data, validation), net.state_dict()):
-                    break
-        if stopper.best_state is not None:
-            net.load_state_dict(stopper.best_state)
-            self._freeze(data.n_users, data.n_items, features, means, counts)
-        self.history = stopper.history
-        return stopper.best_epoch or epoch
+        self.net = PairMLP(data.n_users, data.n_items, 0 if features is None else features.shape[1],
+                           self.dim, self.hidden)
+        return SimpleNamespace(n_users=data.n_users, n_items=data.n_items, features=features, means=means,
+                               counts=counts, optimiser=torch.optim.Adam(self.net.parameters(), lr=self.lr),
+                               sampler=TripleSampler(data, rng, negative_pool=np.unique(data.items)))
+
+    def train_epoch(self, run: SimpleNamespace, epoch: int) -> None:
+        self.net.train()
+        users, positives, negatives = (torch.from_numpy(a) for a in run.sampler.epoch())
+        for batch in torch.split(torch.arange(len(users)), self.batch_size):
+            u, i, j = users[batch], positives[batch], negatives[batch]
+            items = torch.stack([i, j], dim=1)                            # (b, 2)
+            vectors, image = self._items(items, run.features, dropout=True)
+            own_image = None if image is None else image[:, 0]
+            user_vecs = self._users(u, run.features, run.means, run.counts, leave_out=own_image)
+            s = self.net.pair_scores(user_vecs[:, None].expand_as(vectors), vectors)
+            loss = -F.logsigmoid(s[:, 0] - s[:, 1]).mean()
+            loss = loss + self.l2 * (user_vecs.square().sum() + vectors.square().sum()) / len(u)
+            run.optimiser.zero_grad()
+            loss.backward()
+            run.optimiser.step()
+
+    def snapshot(self, run: SimpleNamespace) -> dict:
+        return self.net.state_dict()
+
+    def restore(self, run: SimpleNamespace, state: dict) -> None:
+        self.net.load_state_dict(state)
+
+    @torch.no_grad()
+    def export(self, run: SimpleNamespace) -> None:
+        """Cache the final user and item representations; the raw features are not kept."""
+        self.net.eval()
+        self.user_table = self._users(torch.arange(run.n_users), run.features, run.means, run.counts)
+        self.item_table = self._items(torch.arange(run.n_items), run.features)[0]
 
     def _items(self, items: torch.Tensor, features, dropout: bool = False):
         """Item vectors and their image part; P·f is computed once per distinct item."""
@@ -150,13 +148,6 @@ class DeepRanker(Ranker):
             profile = (profile * n - leave_out) / (n - 1).clamp(min=1)
         return vectors + self.net.profile(profile)
 
-    @torch.no_grad()
-    def _freeze(self, n_users: int, n_items: int, features, means, counts) -> None:
-        """Cache the final user and item representations; the raw features are not kept."""
-        self.net.eval()
-        self.user_table = self._users(torch.arange(n_users), features, means, counts)
-        self.item_table = self._items(torch.arange(n_items), features)[0]
-
     def score(self, users: np.ndarray) -> np.ndarray:
         users = np.atleast_1d(users)
         out = np.empty((len(users), len(self.item_table)), dtype=np.float32)
@@ -165,17 +156,3 @@ class DeepRanker(Ranker):
             out[start:start + 256] = self.net.grid_scores(rows, self.item_table).numpy()
         return out
 
-
-@contextmanager
-def reproducible_torch(seed: int, threads: int | None):
-    """Torch seeded, deterministic kernels (threaded scatter-adds would otherwise differ in the
-    last bit between runs) and ``threads`` threads inside the block; the caller's global RNG and
-    settings are restored afterwards."""
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    with torch_threads(threads), torch.random.fork_rng():
-        torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(deterministic)

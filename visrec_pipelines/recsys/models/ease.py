@@ -11,8 +11,10 @@ import numpy as np
 import scipy.linalg as la
 
 from ..base import Ranker, TrainData
+from . import register
 
 
+@register(order=30)
 class EASE(Ranker):
     name = "ease"
 
@@ -20,7 +22,7 @@ class EASE(Ranker):
         super().__init__(seed)
         self.l2, self.max_items = l2, max_items
 
-    def fit(self, data: TrainData, validation: TrainData | None = None) -> "EASE":
+    def fit(self, data: TrainData, validation: TrainData | None = None) -> EASE:
         self.seen = data.matrix()
         self.warm = np.flatnonzero(np.diff(self.seen.tocsc().indptr) > 0)
         if len(self.warm) > self.max_items:

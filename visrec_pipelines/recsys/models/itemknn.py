@@ -9,8 +9,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..base import Ranker, TrainData
+from . import register
 
 
+@register(order=20)
 class ItemKNN(Ranker):
     name = "itemknn"
 
@@ -18,7 +20,7 @@ class ItemKNN(Ranker):
         super().__init__(seed)
         self.neighbours, self.shrink, self.block = neighbours, shrink, block
 
-    def fit(self, data: TrainData, validation: TrainData | None = None) -> "ItemKNN":
+    def fit(self, data: TrainData, validation: TrainData | None = None) -> ItemKNN:
         self.seen = data.matrix()
         x = self.seen.tocsc().astype(np.float32)
         counts = np.asarray(x.sum(axis=0)).ravel()

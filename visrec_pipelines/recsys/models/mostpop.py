@@ -4,12 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..base import Ranker, TrainData
+from . import register
 
 
+@register(order=10)
 class MostPop(Ranker):
     name = "mostpop"
 
-    def fit(self, data: TrainData, validation: TrainData | None = None) -> "MostPop":
+    def fit(self, data: TrainData, validation: TrainData | None = None) -> MostPop:
         self.seen = data.matrix()
         self.popularity = np.bincount(data.items, minlength=data.n_items).astype(np.float32)
         self.n_users = data.n_users

@@ -13,16 +13,16 @@ item against the other lanes' next items at the same step plus shared uniform ne
 from __future__ import annotations
 
 import heapq
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
-from tqdm import tqdm
 
-from ..base import Ranker, TrainData
-from .deep import reproducible_torch
-from .sampling import EarlyStopping, fit_with_early_stopping, validation_metric
+from ..base import TrainData
+from ..iterative import IterativeRanker
+from . import register
 
 
 class GRUNet(nn.Module):
@@ -52,73 +52,63 @@ class GRUNet(nn.Module):
         return self.gru(self.dropout(self.items(x, features)), h.contiguous())
 
 
-class SequenceRanker(Ranker):
+@register(order=80)
+class SequenceRanker(IterativeRanker):
     name = "gru4rec"
+    needs = frozenset({"image_features"})
 
     def __init__(self, dim: int = 64, epochs: int = 40, batch_users: int = 64, chunk: int = 16,
                  n_negatives: int = 1024, lr: float = 1e-3, weight_decay: float = 0.0, dropout: float = 0.2,
                  id_dropout: float = 0.2, horizon: int = 1, max_grad_norm: float = 1.0,
                  eval_every: int = 1, patience: int = 5,
                  threads: int | None = 1, progress: bool = False, seed: int = 0):
-        super().__init__(seed)
-        self.threads = threads
-        self.dim, self.epochs, self.batch_users, self.chunk = dim, epochs, batch_users, chunk
+        super().__init__(epochs, eval_every, patience, threads, progress, seed)
+        self.dim, self.batch_users, self.chunk = dim, batch_users, chunk
         self.n_negatives, self.lr, self.dropout, self.id_dropout = n_negatives, lr, dropout, id_dropout
         self.weight_decay, self.horizon, self.max_grad_norm = weight_decay, horizon, max_grad_norm
-        self.eval_every, self.patience, self.progress = eval_every, patience, progress
         self.net: GRUNet | None = None
         self._users = self._items = None
 
-    def fit(self, data: TrainData, validation: TrainData | None = None) -> "SequenceRanker":
-        with reproducible_torch(self.seed, self.threads):
-            fit_with_early_stopping(self, data, validation, self.epochs)
-        return self
-
-    def _train(self, data: TrainData, validation: TrainData | None, epochs: int) -> int:
-        """Train from scratch for up to ``epochs``; return the number of epochs worth keeping."""
-        torch.manual_seed(self.seed)  # init and dropout: the same draws for the same seed
+    def begin(self, data: TrainData, epochs: int, rng: np.random.Generator) -> SimpleNamespace:
         self.seen = data.matrix()
-        rng = np.random.default_rng(self.seed)
         features = None
         if data.item_features is not None:  # one zero row for the padding index
             features = torch.as_tensor(np.vstack([data.item_features, np.zeros_like(data.item_features[:1])]),
                                        dtype=torch.float32)
         sequences = data.sequences()
         pool = torch.as_tensor(np.unique(data.items))  # uniform negatives: warm items only
-        self._warm = torch.zeros(data.n_items, dtype=torch.bool)
-        self._warm[pool] = True
+        warm = torch.zeros(data.n_items, dtype=torch.bool)
+        warm[pool] = True
         targets = np.concatenate([s[1:] for s in sequences] + [np.zeros(0, dtype=np.int64)])
         share = np.bincount(targets, minlength=data.n_items + 1) / max(1, len(targets))
-        self._target_share, self._pool_size = torch.as_tensor(share, dtype=torch.float32), len(pool)
-        feature_dim = 0 if features is None else features.shape[1]
-        self.net = net = GRUNet(data.n_items, feature_dim, self.dim, self.dropout)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        stopper = EarlyStopping(self.patience)
-        for epoch in tqdm(range(1, epochs + 1), desc=self.name, disable=not self.progress):
-            net.train()
-            inputs, targets, starts = self._lanes(sequences, net.pad, rng)
-            h = None
-            for k in range(inputs.shape[1]):
-                h0 = net.h0.expand(1, len(inputs), -1)
-                # a lane that starts a new user starts from h0; the others carry their state on
-                h = h0 if h is None else torch.where(starts[:, k, None], h0, h.detach())
-                out, h = net.run(inputs[:, k], features, h)
-                negatives = pool[torch.from_numpy(rng.integers(len(pool), size=self.n_negatives))]
-                loss = self._loss(net, out, targets[:, k], negatives, features)
-                if loss is not None:
-                    opt.zero_grad()
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(net.parameters(), self.max_grad_norm)  # RNNs: no blow-ups
-                    opt.step()
-            self._freeze(sequences, features)
-            if validation is not None and epoch % self.eval_every == 0:
-                if stopper.update(epoch, validation_metric(self, data, validation), net.state_dict()):
-                    break
-        if stopper.best_state is not None:
-            net.load_state_dict(stopper.best_state)
-            self._freeze(sequences, features)
-        self.history = stopper.history
-        return stopper.best_epoch or epoch
+        self.net = GRUNet(data.n_items, 0 if features is None else features.shape[1], self.dim, self.dropout)
+        return SimpleNamespace(rng=rng, features=features, sequences=sequences, pool=pool, warm=warm,
+                               target_share=torch.as_tensor(share, dtype=torch.float32),
+                               optimiser=torch.optim.Adam(self.net.parameters(), lr=self.lr,
+                                                          weight_decay=self.weight_decay))
+
+    def train_epoch(self, run: SimpleNamespace, epoch: int) -> None:
+        net = self.net.train()
+        inputs, targets, starts = self._lanes(run.sequences, net.pad, run.rng)
+        h = None
+        for k in range(inputs.shape[1]):
+            h0 = net.h0.expand(1, len(inputs), -1)
+            # a lane that starts a new user starts from h0; the others carry their state on
+            h = h0 if h is None else torch.where(starts[:, k, None], h0, h.detach())
+            out, h = net.run(inputs[:, k], run.features, h)
+            negatives = run.pool[torch.from_numpy(run.rng.integers(len(run.pool), size=self.n_negatives))]
+            loss = self._loss(run, out, targets[:, k], negatives)
+            if loss is not None:
+                run.optimiser.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(net.parameters(), self.max_grad_norm)  # RNNs: no blow-ups
+                run.optimiser.step()
+
+    def snapshot(self, run: SimpleNamespace) -> dict:
+        return self.net.state_dict()
+
+    def restore(self, run: SimpleNamespace, state: dict) -> None:
+        self.net.load_state_dict(state)
 
     def _lanes(self, sequences: list[np.ndarray], pad: int, rng: np.random.Generator):
         """Session-parallel batches (GRU4Rec): users in random order are dealt to ``batch_users``
@@ -151,17 +141,18 @@ class SequenceRanker(Ranker):
                 inputs[lane, w], targets[lane, w], starts[lane, w] = x, y, first
         return torch.as_tensor(inputs), torch.as_tensor(targets), torch.as_tensor(starts)
 
-    def _loss(self, net: GRUNet, out, futures, negatives, features):
+    def _loss(self, run: SimpleNamespace, out, futures, negatives):
         """Sampled softmax of each of the next ``horizon`` items (futures: (b, t, horizon)) against
         the other lanes' next items at the same step and the shared uniform negatives, with any
         candidate that is one of the position's own future items masked out."""
+        net, features = self.net, run.features
         valid = futures != net.pad                                              # (b, t, h)
         if not valid.any():
             return None
         targets = futures[..., 0]                                               # the next items
         # logQ correction: a candidate counts less the more often it is drawn (in-batch ∝
         # popularity, plus uniform), or the model learns to rank against popularity.
-        log_q = torch.log(len(targets) * self._target_share + len(negatives) / self._pool_size)
+        log_q = torch.log(len(targets) * run.target_share + len(negatives) / len(run.pool))
 
         def logit_parts(items):  # id dropout on every item, so image-only vectors stay calibrated
             keep = torch.rand(items.shape + (1,)) >= self.id_dropout
@@ -180,9 +171,9 @@ class SequenceRanker(Ranker):
         return (torch.logaddexp(positive, negative_mass) - positive)[valid].mean()
 
     @torch.no_grad()
-    def _freeze(self, sequences: list[np.ndarray], features) -> None:
+    def export(self, run: SimpleNamespace) -> None:
         """User vector = [final state after the full history, 1]; item vector = [embedding, bias]."""
-        net = self.net.eval()
+        net, sequences, features, warm = self.net.eval(), run.sequences, run.features, run.warm
         lengths = torch.as_tensor([len(s) for s in sequences])
         padded = torch.full((len(sequences), max(1, int(lengths.max()))), net.pad, dtype=torch.long)
         for r, s in enumerate(sequences):
@@ -198,7 +189,7 @@ class SequenceRanker(Ranker):
         # Both losses are shift-invariant, so an item never trained on has no meaningful score
         # level: give cold items the average warm item's id part and bias (their image part is
         # their own), i.e. "a typical item that looks like this".
-        ids[~self._warm], bias[~self._warm] = ids[self._warm].mean(0), bias[self._warm].mean(0)
+        ids[~warm], bias[~warm] = ids[warm].mean(0), bias[warm].mean(0)
         items = ids if features is None else ids + net.item_image(features[:net.pad])
         self._users = torch.cat([states, torch.ones(len(states), 1)], dim=1).numpy()
         self._items = torch.cat([items, bias], dim=1).numpy()

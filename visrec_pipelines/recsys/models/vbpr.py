@@ -13,14 +13,16 @@ Losses and regularisers are Cornac's (sums over the batch), so its hyper-paramet
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 from torch.nn.functional import logsigmoid
-from tqdm import tqdm
 
-from ..base import Ranker, TrainData
-from .sampling import (EarlyStopping, TripleSampler, fit_with_early_stopping, torch_threads,
-                       validation_metric)
+from ..base import TrainData
+from ..iterative import IterativeRanker
+from . import register
+from .sampling import TripleSampler
 
 
 class VisualProjection(torch.autograd.Function):
@@ -41,72 +43,71 @@ class VisualProjection(torch.autograd.Function):
 MIN_STEPS = 8
 
 
-class VBPR(Ranker):
+@register(order=60)
+class VBPR(IterativeRanker):
     name = "vbpr"
+    needs = frozenset({"image_features"})
+    tuning = {"reg": [0.01, 0.1]}
+    # Tuned for training speed and single-threaded by default, where its scatter-adds already run
+    # in order: it has always trained without torch's deterministic mode and its extra work.
+    deterministic_kernels = False
 
     def __init__(self, factors: int = 32, visual_factors: int = 32, epochs: int = 40, lr: float = 0.005,
                  reg: float = 0.01, reg_bias: float = 0.01, reg_visual: float = 0.0,
                  batch_size: int = 4096, negatives: str = "warm", feature_dtype: str = "auto",
                  eval_every: int = 5, patience: int | None = 3, threads: int = 1,
                  progress: bool = False, seed: int = 0):
-        super().__init__(seed)
+        super().__init__(epochs, eval_every, patience, threads, progress, seed)
         if negatives not in ("all", "warm"):
             raise ValueError("negatives: 'all' (any catalogue item) or 'warm' (items with a positive)")
-        self.factors, self.visual_factors, self.epochs, self.lr = factors, visual_factors, epochs, lr
+        self.factors, self.visual_factors, self.lr = factors, visual_factors, lr
         self.reg, self.reg_bias, self.reg_visual = reg, reg_bias, reg_visual
         self.batch_size, self.negatives, self.feature_dtype = batch_size, negatives, feature_dtype
-        self.eval_every, self.patience = eval_every, patience
-        self.threads, self.progress = threads, progress
 
-    def fit(self, data: TrainData, validation: TrainData | None = None) -> "VBPR":
-        with torch_threads(self.threads):
-            fit_with_early_stopping(self, data, validation, self.epochs)
-        return self
-
-    def _train(self, data: TrainData, validation: TrainData | None, epochs: int) -> int:
-        """Train from scratch for up to ``epochs``; return the number of epochs worth keeping."""
+    def begin(self, data: TrainData, epochs: int, rng: np.random.Generator) -> SimpleNamespace:
         if data.item_features is None:
             raise ValueError("VBPR needs TrainData.item_features (image embeddings)")
         self.seen = data.matrix()
         features = torch.from_numpy(np.ascontiguousarray(data.item_features, dtype=np.float32))
         warm = np.bincount(data.items, minlength=data.n_items) > 0
         trainable = np.flatnonzero(warm) if self.negatives == "warm" else np.arange(data.n_items)
-        sampler = TripleSampler(data, np.random.default_rng(self.seed), negative_pool=trainable
-                                if self.negatives == "warm" else None)
+        sampler = TripleSampler(data, rng, negative_pool=trainable if self.negatives == "warm" else None)
         # the items a batch can touch, as rows of a (trainable × d) table in the training dtype
         row_of = torch.full((data.n_items,), -1, dtype=torch.int64)
         row_of[trainable] = torch.arange(len(trainable))
         rows = features[trainable].to(self._training_dtype())
-        rows = (rows, rows.T.contiguous())
         params = self._init_params(data.n_users, data.n_items, features.shape[1], warm)
-        optimiser = torch.optim.Adam(params.values(), lr=self.lr, fused=True)
-        cold = torch.from_numpy(~warm)
         # at least MIN_STEPS Adam steps an epoch: a small shop's few thousand positives in one or
         # two batches would barely move the parameters before early stopping looks
         n_batches = max(MIN_STEPS, -(-len(data.users) // self.batch_size))
-        n_batches = min(n_batches, max(1, len(data.users) // 64))
-        stopper = EarlyStopping(self.patience)
-        for epoch in tqdm(range(1, epochs + 1), desc=self.name, disable=not self.progress):
-            users, positives, negatives = (torch.from_numpy(a) for a in sampler.epoch())
-            for batch in torch.tensor_split(torch.arange(len(users)), n_batches):
-                u, i, j = users[batch], positives[batch], negatives[batch]
-                loss = self._loss(params, rows, u, i, j, row_of[i], row_of[j])
-                optimiser.zero_grad()
-                loss.backward()
-                if self.negatives == "all":                # cold items keep γ_i = β_i = 0
-                    params["gamma_item"].grad[cold] = 0.0
-                    params["beta_item"].grad[cold] = 0.0
-                optimiser.step()
-            if validation is not None and epoch % self.eval_every == 0:
-                self._export(params, features)
-                if stopper.update(epoch, validation_metric(self, data, validation), self._state()):
-                    break
-        if stopper.best_state is not None:
-            self.__dict__.update(stopper.best_state)
-        else:
-            self._export(params, features)
-        self.history = stopper.history
-        return stopper.best_epoch or epoch
+        return SimpleNamespace(features=features, sampler=sampler, row_of=row_of, rows=(rows, rows.T.contiguous()),
+                               params=params, optimiser=torch.optim.Adam(params.values(), lr=self.lr, fused=True),
+                               cold=torch.from_numpy(~warm),
+                               n_batches=min(n_batches, max(1, len(data.users) // 64)))
+
+    def train_epoch(self, run: SimpleNamespace, epoch: int) -> None:
+        users, positives, negatives = (torch.from_numpy(a) for a in run.sampler.epoch())
+        params, row_of = run.params, run.row_of
+        for batch in torch.tensor_split(torch.arange(len(users)), run.n_batches):
+            u, i, j = users[batch], positives[batch], negatives[batch]
+            loss = self._loss(params, run.rows, u, i, j, row_of[i], row_of[j])
+            run.optimiser.zero_grad()
+            loss.backward()
+            if self.negatives == "all":                # cold items keep γ_i = β_i = 0
+                params["gamma_item"].grad[run.cold] = 0.0
+                params["beta_item"].grad[run.cold] = 0.0
+            run.optimiser.step()
+
+    def snapshot(self, run: SimpleNamespace) -> dict:
+        return {name: p.detach() for name, p in run.params.items()}
+
+    @torch.no_grad()
+    def restore(self, run: SimpleNamespace, state: dict) -> None:
+        for name, p in run.params.items():
+            p.copy_(state[name])
+
+    def export(self, run: SimpleNamespace) -> None:
+        self._export(run.params, run.features)
 
     def _init_params(self, n_users: int, n_items: int, dim: int, warm: np.ndarray) -> dict:
         generator = torch.Generator().manual_seed(self.seed)
@@ -164,11 +165,6 @@ class VBPR(Ranker):
         self.gamma_item = params["gamma_item"].detach().numpy().copy()
         self.beta_item = params["beta_item"].detach().numpy().copy()
         self.theta_item, self.visual_bias = visual[:, :-1].numpy(), visual[:, -1].numpy()
-
-    def _state(self) -> dict:
-        names = ("gamma_user", "theta_user", "gamma_item", "beta_item", "theta_item", "visual_bias",
-                 "projection")
-        return {name: getattr(self, name) for name in names}
 
     def score(self, users: np.ndarray) -> np.ndarray:
         users = np.atleast_1d(users)

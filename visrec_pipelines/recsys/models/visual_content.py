@@ -19,16 +19,18 @@ Not factorised (the age term pairs user time with item date), so ``user_vectors`
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
-from ..base import Ranker, TrainData
-from .deep import reproducible_torch
-from .sampling import EarlyStopping, TripleSampler, fit_with_early_stopping, validation_metric
+from ..base import TrainData
+from ..iterative import IterativeRanker
+from . import register
+from .sampling import TripleSampler
 
 DAY = 86400.0
 # Item-age bucket edges in days: a shop's new arrivals (a week, a month) up to a film's decades.
@@ -93,18 +95,21 @@ class ItemContentRows:
         return out
 
 
-class VisualContentRanker(Ranker):
+@register(order=90)
+class VisualContentRanker(IterativeRanker):
     name = "visual_content"
+    # the zoo trains it on the images too; fit alone accepts content without images (the ablation)
+    needs = frozenset({"image_features"})
+    tuning = {"weight_decay": [0.001, 0.003]}
 
     def __init__(self, factors: int = 32, epochs: int = 60, batch_size: int = 2048, lr: float = 0.005,
                  weight_decay: float = 1e-3, reg_user: float = 1e-4, members: int = 3, use_image: bool = True,
                  use_attributes: bool = True, eval_every: int = 5, patience: int | None = 3,
                  threads: int | None = 1, progress: bool = False, seed: int = 0):
-        super().__init__(seed)
-        self.factors, self.epochs, self.batch_size, self.lr = factors, epochs, batch_size, lr
+        super().__init__(epochs, eval_every, patience, threads, progress, seed)
+        self.factors, self.batch_size, self.lr = factors, batch_size, lr
         self.weight_decay, self.reg_user, self.members = weight_decay, reg_user, members
         self.use_image, self.use_attributes = use_image, use_attributes   # for ablations
-        self.eval_every, self.patience, self.threads, self.progress = eval_every, patience, threads, progress
         self.user_table = self.item_table = self.item_bias = self.age_weights = None
         self.user_time = self.available = None
 
@@ -127,14 +132,9 @@ class VisualContentRanker(Ranker):
         counts = np.maximum(np.diff(seen.indptr), 1)[:, None]
         return torch.from_numpy((np.concatenate(parts, axis=1) / counts).astype(np.float32))
 
-    def fit(self, data: TrainData, validation: TrainData | None = None) -> "VisualContentRanker":
-        with reproducible_torch(self.seed, self.threads):
-            fit_with_early_stopping(self, data, validation, self.epochs)
-        return self
-
-    def _train(self, data: TrainData, validation: TrainData | None, epochs: int) -> int:
-        """Train the members from scratch, in lockstep, for up to ``epochs``; early stopping looks
-        at the ensemble. Returns the number of epochs worth keeping."""
+    def begin(self, data: TrainData, epochs: int, rng: np.random.Generator) -> SimpleNamespace:
+        """The members start side by side, each from its own seed (``seed + m``, torch and numpy),
+        and train in lockstep: one epoch trains each once, early stopping looks at the ensemble."""
         self.seen = seen = data.matrix()
         content = self.content(data)
         profiles = self.profiles(content, seen)
@@ -150,22 +150,21 @@ class VisualContentRanker(Ranker):
                                     {"params": [net.user.weight, net.age, net.user_age.weight]}], lr=self.lr)
             sampler = TripleSampler(data, np.random.default_rng(self.seed + m), np.unique(data.items))
             members.append((net, opt, sampler))
-        stopper = EarlyStopping(self.patience)
-        epoch = 0
-        for epoch in tqdm(range(1, epochs + 1), desc=self.name, disable=not self.progress):
-            for net, opt, sampler in members:
-                self._epoch(net, opt, sampler, content, profiles)
-            self._freeze([m[0] for m in members], content, profiles)
-            if validation is not None and epoch % self.eval_every == 0:
-                states = [m[0].state_dict() for m in members]
-                if stopper.update(epoch, validation_metric(self, data, validation), states):
-                    break
-        if stopper.best_state is not None:
-            for (net, _, _), state in zip(members, stopper.best_state):
-                net.load_state_dict(state)
-            self._freeze([m[0] for m in members], content, profiles)
-        self.history = stopper.history
-        return stopper.best_epoch or epoch
+        return SimpleNamespace(members=members, nets=[m[0] for m in members], content=content, profiles=profiles)
+
+    def train_epoch(self, run: SimpleNamespace, epoch: int) -> None:
+        for net, opt, sampler in run.members:
+            self._epoch(net, opt, sampler, run.content, run.profiles)
+
+    def snapshot(self, run: SimpleNamespace) -> list[dict]:
+        return [net.state_dict() for net in run.nets]
+
+    def restore(self, run: SimpleNamespace, state: list[dict]) -> None:
+        for net, member_state in zip(run.nets, state, strict=True):
+            net.load_state_dict(member_state)
+
+    def export(self, run: SimpleNamespace) -> None:
+        self._freeze(run.nets, run.content, run.profiles)
 
     def _epoch(self, net: ContentNet, opt, sampler: TripleSampler, content: ItemContentRows,
                profiles: torch.Tensor) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..base import Ranker, TrainData
+from . import register
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -14,10 +15,12 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
     return (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
+@register(order=40)
 class VisualKNN(Ranker):
     name = "visual_knn"
+    needs = frozenset({"image_features"})
 
-    def fit(self, data: TrainData, validation: TrainData | None = None) -> "VisualKNN":
+    def fit(self, data: TrainData, validation: TrainData | None = None) -> VisualKNN:
         if data.item_features is None:
             raise ValueError("VisualKNN needs TrainData.item_features (image embeddings)")
         self.seen = data.matrix()
