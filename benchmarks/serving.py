@@ -38,11 +38,18 @@ DATASET = "bench"
 
 # --- the synthetic shop ----------------------------------------------------------------------------
 
+def shop_settings(root: Path):
+    """The settings of the shop under ``root``; the server subprocess gets them as its environment."""
+    from visrec_pipelines.settings import Settings
+
+    return Settings(root=root, assets=root / "assets", warehouse=root / "warehouse", dataset=DATASET,
+                    mlflow_tracking_uri=None)
+
+
 def build_shop(root: Path, n_items: int, n_users: int, dim: int, seed: int = 0) -> dict:
-    """Dataset + index snapshot + registered BPR champion under ``root`` (env already points there)."""
+    """Dataset + index snapshot + registered BPR champion under ``root``."""
     import pandas as pd
 
-    from visrec_pipelines import promotion
     from visrec_pipelines.data.contract import write_table
     from visrec_pipelines.index.exact import ExactIndex, unit_rows
     from visrec_pipelines.recsys.bundle import RankerBundle
@@ -62,7 +69,8 @@ def build_shop(root: Path, n_items: int, n_users: int, dim: int, seed: int = 0) 
     tags = [[categories[c], colours[k], f"style{s}"] for c, k, s in zip(cat, col, rng.integers(0, 30, n_items))]
     items = pd.DataFrame({"item_id": item_ids, "image_path": "", "title": [f"{colours[k]} {categories[c]} #{i}"
                           for i, (c, k) in enumerate(zip(cat, col))], "category": [categories[c] for c in cat]})
-    dataset = root / "assets" / DATASET
+    settings = shop_settings(root)
+    dataset = settings.dataset_folder().root
     write_table(items, dataset / "items.csv")
     # shoppers: each likes two categories; ~25 interactions, popular items more often
     popularity = rng.zipf(1.6, n_items).astype(float)
@@ -78,7 +86,7 @@ def build_shop(root: Path, n_items: int, n_users: int, dim: int, seed: int = 0) 
     events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "value", "timestamp"])
     write_table(events, dataset / "events.csv")
     snapshot = ExactIndex(item_ids, vectors, [categories[c] for c in cat], tags, source="visrec_items_bench_1")
-    snapshot.save(root / "warehouse" / DATASET / "item_index.npz")
+    snapshot.save(settings.warehouse_for().item_index_snapshot)
 
     typed = events.assign(value=1.0, timestamp=pd.to_datetime(events["timestamp"], utc=True))
     split = make_split(typed, item_ids, min_positives=5)
@@ -86,8 +94,9 @@ def build_shop(root: Path, n_items: int, n_users: int, dim: int, seed: int = 0) 
     ranker = BPR(factors=64, epochs=30, patience=None).fit(split.train)
     train_s = time.perf_counter() - started
     bundle = RankerBundle.from_training(ranker, split.train)
-    _, version = promotion.log_ranker(bundle, "bpr", DATASET, {}, {"factors": "64"}, {"benchmark": "serving"})
-    promotion.set_champion(DATASET, version)
+    registry = settings.registry()
+    _, version = registry.log_ranker(bundle, "bpr", {}, {"factors": "64"}, {"benchmark": "serving"})
+    registry.set_champion(version)
     return {"users": [str(u) for u in split.train.user_ids], "items": item_ids, "item_tags": tags,
             "version": version, "tags": categories + colours, "train_s": train_s}
 
@@ -242,13 +251,12 @@ def main(argv=None) -> dict:
         return {}
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="visrec-serving-bench-"))
+    # `visrec serve` reads its Settings from the environment: the same locations as shop_settings
     env = {**os.environ, "VISREC_ROOT": str(root), "VISREC_ASSETS": str(root / "assets"),
            "VISREC_WAREHOUSE": str(root / "warehouse"), "VISREC_SERVING_ENCODER": "none",
            "OPENBLAS_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("VISREC_API_KEY", None)
-    os.environ.update({k: env[k] for k in ("VISREC_ROOT", "VISREC_ASSETS", "VISREC_WAREHOUSE")})
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
     server = None
     try:
         started = time.perf_counter()

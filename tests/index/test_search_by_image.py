@@ -1,15 +1,23 @@
-"""Search by image finds the catalogue item the uploaded picture shows; bad uploads are refused."""
+"""Search by image finds the catalogue item the uploaded picture shows; bad uploads are refused.
+
+The picture -> vector step is serving's (``serving.image_search.query_vector``, the one path the
+API uses too); any index with ``search_vector`` answers the query."""
 import io
 
 import pytest
 
 from visrec_pipelines.data.demo import generate_demo
 from visrec_pipelines.index.exact import ExactIndex
-from visrec_pipelines.index.search import search_by_image
-from visrec_pipelines.vision.embedding_store import EmbeddingStore
+from visrec_pipelines.serving.image_search import query_vector
 from visrec_pipelines.vision.embedding_job import update_embeddings
+from visrec_pipelines.vision.embedding_store import EmbeddingStore
 from visrec_pipelines.vision.encoders import build_encoder
-from visrec_pipelines.vision.images import ImageRejected, ImageLimits
+from visrec_pipelines.vision.images import ImageLimits, ImageRejected
+
+
+def search_by_image(image, encoder, index, k=10, category=None, tags=None, limits=ImageLimits()):
+    """[(item_id, score)] of the k catalogue items most like the picture."""
+    return index.search_vector(query_vector(image, encoder, limits), k=k, category=category, tags=tags)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
 """A tiny shop for the serving tests: the demo generator's images, their real encoder vectors in an
 index snapshot (tagged with the demo's labels), and champions registered in MLflow the way the
-pipeline registers them (promotion.log_ranker + set_champion), without running the Dagster job."""
+pipeline registers them (Registry.log_ranker + set_champion), without running the Dagster job.
+The tests build their ``Settings`` explicitly (``Shop.settings``) instead of patching the environment."""
+import os
 import shutil
 import socket
 import subprocess
@@ -13,19 +15,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from visrec_pipelines import promotion
 from visrec_pipelines.data.demo import generate_demo
 from visrec_pipelines.index.exact import ExactIndex
 from visrec_pipelines.recsys.bundle import RankerBundle
 from visrec_pipelines.recsys.split import make_split
-from visrec_pipelines.serving.settings import ServingSettings
+from visrec_pipelines.registry import Registry
+from visrec_pipelines.settings import Settings
+from visrec_pipelines.vision import DEFAULT_ENCODER
 
 REPO = Path(__file__).resolve().parents[2]
 N_ITEMS, N_USERS = 48, 16
 
 
 class Shop:
-    def __init__(self, root: Path, base: str, index: ExactIndex, split):
+    def __init__(self, root: Path, base: str, index: ExactIndex | None, split):
         self.root, self.base, self.index, self.split = root, base, index, split
 
     @property
@@ -44,17 +47,42 @@ class Shop:
             shutil.copy(self.warehouse / self.base / "item_index.npz", self.warehouse / name / "item_index.npz")
         return name
 
+    def registry(self, dataset: str) -> Registry:
+        return self.settings(dataset).registry()
+
     def register(self, dataset: str, ranker_name: str = "bpr", champion: bool = True, **params) -> str:
         bundle = RankerBundle.from_training(fit(ranker_name, self.split, **params), self.split.train)
-        _, version = promotion.log_ranker(bundle, ranker_name, dataset, {}, {}, {})
+        registry = self.registry(dataset)
+        _, version = registry.log_ranker(bundle, ranker_name, {}, {}, {})
         if champion:
-            promotion.set_champion(dataset, version)
+            registry.set_champion(version)
         return version
 
-    def settings(self, dataset: str, **overrides) -> ServingSettings:
-        return ServingSettings(dataset=dataset, assets_dir=self.assets, warehouse_dir=self.warehouse,
-                               api_key=overrides.pop("api_key", None), poll_seconds=overrides.pop("poll_seconds", 0.2),
-                               **overrides)
+    def settings(self, dataset: str, **overrides) -> Settings:
+        """Locations, stores and serving knobs explicit: a developer's VISREC_* / MLFLOW_* variables
+        cannot point the tests elsewhere."""
+        fields = dict(root=self.root, assets=self.assets, warehouse=self.warehouse, dataset=dataset,
+                      mlflow_tracking_uri=None, milvus_uri=None, milvus_token="", api_key=None,
+                      serving_poll_s=0.2, encoder=DEFAULT_ENCODER, serving_encoder=None, encoder_weights=None,
+                      index_source="snapshot")
+        return Settings(**{**fields, **overrides})
+
+    def environment(self, dataset: str) -> dict:
+        """The same settings as environment variables, for a `visrec serve` subprocess."""
+        others = ("MLFLOW_TRACKING_URI", "MILVUS_URI", "MILVUS_TOKEN")
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("VISREC_") and k not in others}
+        return {**environment, "VISREC_ROOT": str(self.root), "VISREC_ASSETS": str(self.assets),
+                "VISREC_WAREHOUSE": str(self.warehouse), "VISREC_DATASET": dataset}
+
+    def artifact_file(self, dataset: str, version: str) -> Path:
+        """The pickled bundle inside a registered version's stored artifacts (to corrupt it on purpose)."""
+        from urllib.parse import urlparse
+
+        registry = self.registry(dataset)
+        mlflow = registry.mlflow()
+        source = mlflow.MlflowClient().get_model_version(registry.model_name, version).source
+        location = mlflow.get_logged_model(source.rsplit("/", 1)[-1]).artifact_location
+        return next(Path(urlparse(location).path).rglob("bundle.pkl"))
 
     def items(self, dataset: str | None = None) -> pd.DataFrame:
         return pd.read_csv(self.assets / (dataset or self.base) / "items.csv", dtype=str)
@@ -63,9 +91,8 @@ class Shop:
 def fit(name: str, split, **params):
     from visrec_pipelines.recsys import zoo
 
-    zoo.names()
     defaults = {"bpr": {"factors": 8, "epochs": 15, "patience": None}}.get(name, {})
-    return zoo.FACTORIES[name](**{**defaults, **params}).fit(split.train)
+    return zoo.rankers()[name](**{**defaults, **params}).fit(split.train)
 
 
 def typed_events(events: pd.DataFrame) -> pd.DataFrame:
@@ -74,45 +101,29 @@ def typed_events(events: pd.DataFrame) -> pd.DataFrame:
                          timestamp=pd.to_datetime(events["timestamp"], utc=True, format="ISO8601"))
 
 
-# MLflow (promotion.*) finds its store through VISREC_ROOT, and background threads (the watcher)
-# read it at any moment, so the serving tests keep it set from the shop's creation until their
-# last test, then restore it (pytest_runtest_teardown below): later test modules see no trace.
-_ENV = pytest.MonkeyPatch()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item, nextitem):
-    result = yield                      # after this item's fixtures are torn down
-    if nextitem is None or Path(str(nextitem.fspath)).parent != Path(__file__).parent:
-        _ENV.undo()
-    return result
-
-
 @pytest.fixture(scope="session")
 def shop(tmp_path_factory) -> Shop:
     root = tmp_path_factory.mktemp("serving")
-    for key, sub in {"VISREC_ROOT": "", "VISREC_ASSETS": "assets", "VISREC_WAREHOUSE": "warehouse"}.items():
-        _ENV.setenv(key, str(root / sub))
-    _ENV.delenv("VISREC_API_KEY", raising=False)
-    _ENV.delenv("MLFLOW_TRACKING_URI", raising=False)
     ds = generate_demo(root / "assets" / "demo", n_items=N_ITEMS, n_users=N_USERS, seed=5)
     items = ds.read_items()
-    from visrec_pipelines.serving.image_search import _encoder
+    from visrec_pipelines.vision.encoders import shared_encoder
     from visrec_pipelines.vision.images import load_rgb
 
-    encoder = _encoder("efficientnet-lite0", None)
+    shop = Shop(root, "demo", index=None, split=None)
+    base = shop.settings("demo")
+    # the very call ImageSearch makes, so the upload tests find this encoder in the process cache
+    encoder = shared_encoder(base.search_encoder, base.encoder_weights, cache_dir=str(base.cache_dir))
     batch = np.stack([encoder.preprocessing.to_tensor(load_rgb(ds.root / p)[0]) for p in items["image_path"]])
     vectors = encoder.encode(batch).features
     tags = [[r.category, r.colour, r.pattern] for r in items.itertuples()]
     index = ExactIndex(items["item_id"], vectors, items["category"], tags, source="visrec_items_demo_test_1")
-    index.save(root / "warehouse" / "demo" / "item_index.npz")
+    index.save(base.warehouse_for().item_index_snapshot)
     pd.DataFrame({"item_id": items["item_id"], "encoder_id": encoder.encoder_id}).to_parquet(
-        root / "warehouse" / "demo" / "image_embeddings.parquet")
-    split = make_split(typed_events(ds.read_events()), items["item_id"], min_positives=2)
-    shop = Shop(root, "demo", index, split)
+        base.warehouse_for().table_path("image_embeddings"))
+    shop.index = index
+    shop.split = make_split(typed_events(ds.read_events()), items["item_id"], min_positives=2)
     shop.register("demo", "bpr")
-    yield shop
-    _ENV.undo()
+    return shop
 
 
 def free_port() -> int:
@@ -139,18 +150,6 @@ def wait_http(url: str, timeout: float = 60, status: int = 200, process: subproc
 
 def python() -> str:
     return sys.executable
-
-
-def artifact_file(dataset: str, version: str) -> Path:
-    """The pickled bundle inside a registered version's stored artifacts (to corrupt it on purpose)."""
-    from urllib.parse import urlparse
-
-    from visrec_pipelines import tracking
-
-    mlflow = tracking.configure("visrec-rankers")
-    source = mlflow.MlflowClient().get_model_version(promotion.model_name(dataset), version).source
-    location = mlflow.get_logged_model(source.rsplit("/", 1)[-1]).artifact_location
-    return next(Path(urlparse(location).path).rglob("bundle.pkl"))
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from visrec_pipelines import promotion
+
+def champion_bundle(shop, dataset: str = "demo"):
+    registry = shop.registry(dataset)
+    return registry.load_bundle(str(registry.current_champion().version))
 
 
-def test_probes_before_and_after_loading(app_factory):
+def test_probes_before_and_after_loading(app_factory, shop):
     app = app_factory("demo", load=False)
     with TestClient(app) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
@@ -16,13 +19,13 @@ def test_probes_before_and_after_loading(app_factory):
         app.state.manager.reload()
         ready = client.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json()["champion_version"] == str(promotion.current_champion("demo").version)
+        assert ready.json()["champion_version"] == str(shop.registry("demo").current_champion().version)
         assert ready.json()["index_version"] == "visrec_items_demo_test_1"
         assert client.get("/healthz").status_code == 200
 
 
 def test_known_user_gets_the_champions_ranking_with_reasons(client, shop):
-    bundle = promotion.load_bundle("demo", str(promotion.current_champion("demo").version))
+    bundle = champion_bundle(shop)
     user = shop.split.train.user_ids[0]
     body = client.get(f"/recommendations/{user}", params={"k": 5}).json()
     assert body["known_user"] and not body["cold_start"] and body["ranker"] == "bpr"
@@ -127,7 +130,7 @@ def test_other_rankers_serve_through_the_same_path(shop, app_factory, ranker):
         user = shop.split.train.user_ids[2]
         body = client.get(f"/recommendations/{user}", params={"k": 5}).json()
         assert body["ranker"] == ranker and body["champion_version"] == version
-        bundle = promotion.load_bundle(dataset, version)
+        bundle = shop.registry(dataset).load_bundle(version)
         assert [i["item_id"] for i in body["items"]] == bundle.recommend([user], k=5)["item_id"].tolist()
         assert client.get("/status").json()["champion"]["fast_path"] == (ranker == "mostpop")
 
@@ -136,10 +139,10 @@ def test_other_rankers_serve_through_the_same_path(shop, app_factory, ranker):
 def test_filtered_recommendations_match_brute_force(shop, app_factory, monkeypatch, cached):
     """Per-user cached best items, filtered, or (when the filter leaves too few) a full rescoring:
     both give exactly the champion's top k among the items carrying the tags."""
-    from visrec_pipelines.serving import state as serving_state
+    from visrec_pipelines.serving import queries
 
-    monkeypatch.setattr(serving_state, "TOP_CACHED", cached)
-    bundle = promotion.load_bundle("demo", str(promotion.current_champion("demo").version))
+    monkeypatch.setattr(queries, "TOP_CACHED", cached)
+    bundle = champion_bundle(shop)
     tags_of = dict(zip(shop.index.item_ids.tolist(), shop.index.tags))
     with TestClient(app_factory("demo")) as client:
         for user in shop.split.train.user_ids[:4]:
@@ -166,5 +169,5 @@ def test_visrec_serve_binds_loopback_by_default(monkeypatch):
     assert result.exit_code == 0, result.output
     settings, kwargs = calls[0]
     assert kwargs["host"] == "127.0.0.1" and kwargs["port"] == 8000
-    assert settings.dataset == "demo" and settings.poll_seconds == 3
+    assert settings.dataset == "demo" and settings.serving_poll_s == 3
     assert "127.0.0.1" in CliRunner().invoke(main, ["serve", "--help"]).output

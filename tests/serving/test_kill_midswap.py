@@ -10,32 +10,32 @@ import time
 import httpx
 import pytest
 
-from .conftest import artifact_file, free_port, python, wait_http
+from .conftest import free_port, python, wait_http
 
-# `visrec serve`, with promotion.load_bundle slowed down for one version, so the test can kill the
+# `visrec serve`, with Registry.load_bundle slowed down for one version, so the test can kill the
 # process while that version is being loaded (between the alias moving and the swap).
 LAUNCHER = textwrap.dedent("""
     import os, pathlib, sys, time
-    from visrec_pipelines import promotion
+    from visrec_pipelines.registry import Registry
 
-    original = promotion.load_bundle
+    original = Registry.load_bundle
 
-    def slow_load_bundle(dataset, version):
+    def slow_load_bundle(self, version):
         if str(version) == os.environ.get("SLOW_VERSION"):
             pathlib.Path(os.environ["MARKER"]).write_text(f"loading {version}")
             time.sleep(300)
-        return original(dataset, version)
+        return original(self, version)
 
-    promotion.load_bundle = slow_load_bundle
+    Registry.load_bundle = slow_load_bundle
     from visrec_pipelines.cli import main
     main(sys.argv[1:])
 """)
 
 
-def start(tmp_path, dataset, port, **env):
+def start(shop, tmp_path, dataset, port, **env):
     script = tmp_path / "launch_server.py"
     script.write_text(LAUNCHER)
-    environment = {**os.environ, "VISREC_SERVING_POLL_S": "0.3", "VISREC_SERVING_ENCODER": "none",
+    environment = {**shop.environment(dataset), "VISREC_SERVING_POLL_S": "0.3", "VISREC_SERVING_ENCODER": "none",
                    "MARKER": str(tmp_path / "marker"), **env}
     log = open(tmp_path / f"server-{port}-{time.monotonic_ns()}.log", "w")
     return subprocess.Popen([python(), str(script), "serve", "--dataset", dataset, "--port", str(port)],
@@ -59,7 +59,7 @@ def test_kill_mid_swap_then_restart(shop, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     user = shop.split.train.user_ids[0]
-    server = start(tmp_path, dataset, port, SLOW_VERSION=str(int(first) + 1))
+    server = start(shop, tmp_path, dataset, port, SLOW_VERSION=str(int(first) + 1))
     try:
         ready = wait_http(f"{base}/readyz", timeout=90, process=server).json()
         assert ready["champion_version"] == first
@@ -81,7 +81,7 @@ def test_kill_mid_swap_then_restart(shop, tmp_path):
     # restart: the alias's version is fine, so it serves (the swap the kill interrupted completes)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = start(tmp_path, dataset, port)
+    server = start(shop, tmp_path, dataset, port)
     try:
         assert wait_http(f"{base}/readyz", timeout=90, process=server).json()["champion_version"] == second
     finally:
@@ -90,11 +90,11 @@ def test_kill_mid_swap_then_restart(shop, tmp_path):
     # the alias's artifact is now broken (say, a half-copied artifact store): a restart serves the
     # newest version that still loads (last_good.json names the broken one now, so this comes from
     # the registry's champion history), and says why
-    artifact_file(dataset, second).write_bytes(b"garbage")
+    shop.artifact_file(dataset, second).write_bytes(b"garbage")
     assert json.loads(last_good.read_text())["champion_version"] == second
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = start(tmp_path, dataset, port)
+    server = start(shop, tmp_path, dataset, port)
     try:
         ready = wait_http(f"{base}/readyz", timeout=90, process=server).json()
         assert ready["champion_version"] == first and ready["degraded"]

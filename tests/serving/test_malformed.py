@@ -12,7 +12,7 @@ def raw_client(shop, app_factory):
     dataset = shop.dataset("malformed")
     shop.register(dataset, "bpr")
     # server exceptions become 500 responses here instead of test errors: that is what we look for
-    with TestClient(app_factory(dataset, encoder="none"), raise_server_exceptions=False) as client:
+    with TestClient(app_factory(dataset, serving_encoder="none"), raise_server_exceptions=False) as client:
         yield client
 
 

@@ -8,17 +8,16 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from visrec_pipelines import promotion
 from visrec_pipelines.index.exact import ExactIndex
 from visrec_pipelines.recsys.bundle import RankerBundle
 from visrec_pipelines.serving.app import create_app
-from visrec_pipelines.serving.state import StateManager
+from visrec_pipelines.serving.manager import StateManager
 
-from .conftest import artifact_file, fit, free_port, wait_http
+from .conftest import fit, free_port, wait_http
 
 
-def corrupt(dataset: str, version: str) -> None:
-    artifact_file(dataset, version).write_bytes(b"\x80\x04 this is not a pickle")
+def corrupt(shop, dataset: str, version: str) -> None:
+    shop.artifact_file(dataset, version).write_bytes(b"\x80\x04 this is not a pickle")
 
 
 class LiveServer:
@@ -58,7 +57,7 @@ def test_new_champion_and_index_swap_in_under_load(shop):
     first = shop.register(dataset, "bpr")
     user = shop.split.train.user_ids[0]
     seen, failures, stop = [], [], threading.Event()
-    with LiveServer(shop.settings(dataset, encoder="none")) as live:
+    with LiveServer(shop.settings(dataset, serving_encoder="none")) as live:
         def load():
             with httpx.Client(timeout=10) as http:
                 while not stop.is_set():
@@ -103,7 +102,7 @@ def test_a_corrupt_artifact_never_replaces_the_champion(shop, app_factory):
     with TestClient(app) as client:
         before = client.get(f"/recommendations/{user}").json()
         broken = shop.register(dataset, "mostpop")
-        corrupt(dataset, broken)
+        corrupt(shop, dataset, broken)
         outcome = app.state.manager.reload()
         assert not outcome["swapped"]
         ready = client.get("/readyz")
@@ -120,8 +119,9 @@ def test_a_corrupt_artifact_never_replaces_the_champion(shop, app_factory):
         ranker = fit("mostpop", shop.split)
         bad = RankerBundle(ranker, shop.split.train.user_ids, shop.split.train.item_ids,
                            np.ones(3, dtype=np.float32))
-        _, inconsistent = promotion.log_ranker(bad, "mostpop", dataset, {}, {}, {})
-        promotion.set_champion(dataset, inconsistent)
+        registry = shop.registry(dataset)
+        _, inconsistent = registry.log_ranker(bad, "mostpop", {}, {}, {})
+        registry.set_champion(inconsistent)
         assert not app.state.manager.reload()["swapped"]
         assert "popularity has 3 entries" in client.get("/status").json()["last_error"]["error"]
         assert client.get("/readyz").json()["champion_version"] == good
@@ -139,7 +139,7 @@ def test_a_restart_on_a_broken_alias_serves_the_last_good_champion(shop):
     first.reload()
     assert first.state.champion.version == good and first.last_good_path.is_file()
     broken = shop.register(dataset, "mostpop")
-    corrupt(dataset, broken)
+    corrupt(shop, dataset, broken)
 
     restarted = StateManager(shop.settings(dataset))                 # a new process, same disk
     restarted.reload()
@@ -154,7 +154,7 @@ def test_a_restart_on_a_broken_alias_serves_the_last_good_champion(shop):
     assert from_history.state.champion.version == good
 
     lonely = shop.dataset("swap-nothing-good")                       # nothing good at all: not ready
-    corrupt(lonely, shop.register(lonely, "bpr"))
+    corrupt(shop, lonely, shop.register(lonely, "bpr"))
     nothing = StateManager(shop.settings(lonely))
     nothing.reload()
     assert not nothing.state.ready and nothing.status()["champion"] is None
@@ -185,18 +185,19 @@ def test_a_broken_index_never_replaces_the_serving_one(shop, app_factory):
 
 def test_the_index_can_come_from_milvus(shop, app_factory):
     """index_source=milvus: the collection the alias points at, exported into memory."""
-    from visrec_pipelines.index.milvus_index import MilvusItemIndex
+    from visrec_pipelines.index.milvus_index import open_item_index
 
     dataset = shop.dataset("swap-milvus")
     shop.register(dataset, "bpr")
-    with MilvusItemIndex(uri=str(shop.warehouse / dataset / "milvus.db"), alias=f"visrec_items_{dataset}") as milvus:
+    with open_item_index(shop.settings(dataset).warehouse_for()) as milvus:
         collection = milvus.build(shop.index.item_ids, shop.index.vectors, shop.index.categories,
                                   shop.index.tags)
     app = app_factory(dataset, index_source="milvus")
     with TestClient(app) as client:
         body = client.get("/items/i00005/similar", params={"k": 3, "tags": "red"}).json()
         assert body["index_version"] == collection
-        assert [i["item_id"] for i in body["items"]] == [n for n, _ in shop.index.similar_items("i00005", 3, tags=["red"])]
+        expected = [n for n, _ in shop.index.similar_items("i00005", 3, tags=["red"])]
+        assert [i["item_id"] for i in body["items"]] == expected
         assert client.get("/status").json()["index"]["source"] == "milvus"
 
 
@@ -213,23 +214,23 @@ def test_an_in_place_milvus_update_is_picked_up(shop, app_factory):
     """item_index upserts small changes into the live collection (same name) and then rewrites the
     snapshot: a server reading Milvus notices through the snapshot and re-exports."""
     from visrec_pipelines.index.exact import ExactIndex
-    from visrec_pipelines.index.milvus_index import MilvusItemIndex
+    from visrec_pipelines.index.milvus_index import open_item_index
 
     dataset = shop.dataset("swap-milvus-inplace")
     shop.register(dataset, "bpr")
-    uri, alias = str(shop.warehouse / dataset / "milvus.db"), f"visrec_items_{dataset}"
-    with MilvusItemIndex(uri=uri, alias=alias) as milvus:
+    warehouse = shop.settings(dataset).warehouse_for()
+    with open_item_index(warehouse) as milvus:
         milvus.build(shop.index.item_ids, shop.index.vectors, shop.index.categories, shop.index.tags)
     app = app_factory(dataset, index_source="milvus")
     with TestClient(app) as client:
         assert client.get("/items/i00005/similar", params={"k": 1}).json()["items"][0]["item_id"] != "i00009"
         app.state.manager.reload()
         twin = shop.index.vectors[shop.index.item_ids.tolist().index("i00005")]
-        with MilvusItemIndex(uri=uri, alias=alias) as milvus:        # i00009 now looks like i00005
+        with open_item_index(warehouse) as milvus:                   # i00009 now looks like i00005
             milvus.upsert(["i00009"], twin[None, :] + 1e-3, ["x"], [["red"]])
         vectors = shop.index.vectors.copy()
         vectors[shop.index.item_ids.tolist().index("i00009")] = twin + 1e-3
         ExactIndex(shop.index.item_ids, vectors, shop.index.categories, shop.index.tags,
-                   source="updated").save(shop.warehouse / dataset / "item_index.npz")
+                   source="updated").save(warehouse.item_index_snapshot)
         assert app.state.manager.reload()["swapped"]
         assert client.get("/items/i00005/similar", params={"k": 1}).json()["items"][0]["item_id"] == "i00009"

@@ -4,8 +4,8 @@ import pytest
 
 from visrec_pipelines.index.exact import top_k
 from visrec_pipelines.serving import reasons
+from visrec_pipelines.serving.api.params import tag_list
 from visrec_pipelines.serving.similar import fast_top_k
-from visrec_pipelines.serving.state import tag_list
 
 
 @pytest.mark.parametrize("n, k", [(10, 3), (5000, 10), (10_000, 10), (10_000, 100), (10_000, 200), (50_000, 64)])

@@ -84,7 +84,7 @@ def test_malformed_upload_requests(upload_client):
 
 
 def test_search_without_encoder_is_503(shop, app_factory):
-    with TestClient(app_factory("demo", encoder="none")) as client:
+    with TestClient(app_factory("demo", serving_encoder="none")) as client:
         response = post(client, png((64, 64)))
         assert response.status_code == 503 and "disabled" in response.json()["detail"]
         assert client.get("/status").json()["image_search"] == {"state": "disabled"}

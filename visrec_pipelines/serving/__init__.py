@@ -2,8 +2,24 @@
 
 The hot path never queries Milvus: the champion and an exact in-memory copy of the index (with a
 precomputed neighbour table) are loaded at start-up and swapped atomically when either changes.
-Import ``create_app`` from ``visrec_pipelines.serving.app`` (FastAPI is imported only there).
-"""
-from .settings import ServingSettings
+Serving is configured by ``visrec_pipelines.settings.Settings`` (its serving fields).
 
-__all__ = ["ServingSettings"]
+Where things live:
+  app.py          ``create_app(settings)``: routers, exception handlers, body limits, the gallery
+  server.py       ``serve(settings, host, port)``: uvicorn with one BLAS thread (``visrec serve``)
+  queries.py      ``ServingState``: the immutable served state and the queries it answers
+  row_maps.py     catalogue / champion / index row translations of one state
+  sources.py      where a state comes from: champion (registry, fallback chain, last_good.json),
+                  index (snapshot or Milvus, signatures), catalogue and histories (``read_state``)
+  manager.py      ``StateManager``: the watch thread, reload, the swap, ``/status``
+  champion.py     the champion ranker, its fast scoring and its smoke test
+  catalogue.py    titles, images and tags of the items; similar.py: the neighbour table
+  reasons.py      why an item is shown, in words
+  image_search.py picture -> query vector (the one path), the encoder loaded in the background
+  inbox.py        where POST /events lands feedback
+  limits.py       request-body limits (ASGI middleware)
+  api/            the HTTP layer: params.py (the parameter spec: limits, defaults, descriptions,
+                  the hot routes' parser), deps.py, models.py, errors.py, responses.py, and
+                  routes/{probes,recommend,catalogue,search,feedback,gallery}.py
+FastAPI is imported only by ``app`` and ``api``.
+"""

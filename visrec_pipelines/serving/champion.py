@@ -5,6 +5,7 @@ with one small matrix-vector product on arrays taken out of the model once at lo
 through ``ranker.score`` for that one user.
 """
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,15 +67,13 @@ class Champion:
                 raise ChampionLoadError(f"version {self.version} gives no finite score to user {row}")
 
 
-def load_champion(dataset: str, version: str, loader=None) -> Champion:
-    """Load a registered version and smoke-test it; raises ChampionLoadError with the cause."""
-    from .. import promotion
-
-    loader = loader or promotion.load_bundle
+def load_champion(version: str, load_bundle: Callable[[str], object], model_name: str) -> Champion:
+    """Load a registered version (``load_bundle``: version -> RankerBundle, normally
+    ``Registry.load_bundle``) and smoke-test it; raises ChampionLoadError with the cause."""
     try:
-        bundle = loader(dataset, version)
+        bundle = load_bundle(version)
     except Exception as exc:  # unpickling garbage can raise anything
-        raise ChampionLoadError(f"version {version} of {promotion.model_name(dataset)} cannot be loaded: "
+        raise ChampionLoadError(f"version {version} of {model_name} cannot be loaded: "
                                 f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(bundle, RankerBundle):
         raise ChampionLoadError(f"version {version} holds a {type(bundle).__name__}, not a RankerBundle")

@@ -1,16 +1,25 @@
-"""Search by image: the platform's encoder, loaded in the background (importing torch and opening
-the ONNX graph takes seconds; the rest of the API answers meanwhile).
+"""Search by image: an uploaded picture -> the platform's encoder -> a query vector for the index.
 
-Uploads go through the pipeline's own decode path (``load_rgb``: byte, pixel-count and type limits,
-normalisation), so a query vector lives in the same space as the catalogue's, and a bad upload is
-refused with the same reasons the image quarantine uses.
+``query_vector`` is the one way from a picture to a vector: it goes through the pipeline's own
+decode path (``load_rgb``: byte, pixel-count and type limits, normalisation) and the catalogue's
+preprocessing, so the vector lives in the same space as the catalogue's, and a bad upload is
+refused with the same reasons the image quarantine uses. ``ImageSearch`` loads the server's encoder
+in the background (importing torch and opening the ONNX graph takes seconds; the rest of the API
+answers meanwhile) and checks that it matches the index before encoding.
 """
+from __future__ import annotations
+
 import threading
-from functools import lru_cache
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
+from ..settings import Settings
 from ..vision.images import ImageLimits, ImageRejected, load_rgb
+
+if TYPE_CHECKING:   # importing the encoders imports torch (seconds): only the loader thread does
+    from ..vision.encoders import ImageEncoder
 
 # ImageRejected.reason -> HTTP status: too big -> 413, not a (supported) picture -> 415, a picture
 # that cannot be used -> 422.
@@ -19,13 +28,31 @@ STATUS_FOR_REASON = {"file_too_large": 413, "decompression_bomb": 413, "not_an_i
                      "unreadable": 422, "missing_file": 422}
 
 
+def query_vector(image: bytes | BinaryIO, encoder: ImageEncoder, limits: ImageLimits = ImageLimits(),
+                 encoder_lock: AbstractContextManager = nullcontext()) -> np.ndarray:
+    """The unit vector of one picture; raises ImageRejected (with a reason) for bad input.
+    ``encoder_lock`` is held while the encoder runs (decoding happens before, outside it)."""
+    picture, _notes = load_rgb(image, limits)
+    batch = encoder.preprocessing.to_tensor(picture)[None]
+    with encoder_lock:   # one picture runs on the calling thread (encode would spread a batch)
+        return encoder.encode_in_lane(batch).features[0]
+
+
 class ImageSearch:
-    def __init__(self, encoder_name: str, weights_path: str | None, limits: ImageLimits):
+    def __init__(self, encoder_name: str, weights_path: str | None, limits: ImageLimits,
+                 cache_dir: str | None = None):
         self.encoder_name, self.weights_path, self.limits = encoder_name, weights_path, limits
-        self.encoder = None
+        self.cache_dir = cache_dir
+        self.encoder: ImageEncoder | None = None
         self.error: str | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageSearch:
+        return cls(settings.search_encoder, settings.encoder_weights,
+                   ImageLimits(max_pixels=settings.max_upload_pixels, max_bytes=settings.max_upload_bytes),
+                   str(settings.cache_dir))
 
     @property
     def enabled(self) -> bool:
@@ -37,8 +64,10 @@ class ImageSearch:
             self._thread.start()
 
     def _load(self) -> None:
-        try:
-            self.encoder = _encoder(self.encoder_name, self.weights_path)
+        try:   # the process-wide encoder: several apps in one process, and the pipeline, share it
+            from ..vision.encoders import shared_encoder
+
+            self.encoder = shared_encoder(self.encoder_name, self.weights_path, cache_dir=self.cache_dir)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
 
@@ -68,18 +97,8 @@ class ImageSearch:
         if index_encoder_id and index_encoder_id != encoder.encoder_id:
             raise RuntimeError(f"the item index was embedded with {index_encoder_id}, this server has "
                                f"{encoder.encoder_id}: set VISREC_SERVING_ENCODER / VISREC_ENCODER_WEIGHTS to match")
-        picture, _notes = load_rgb(data, self.limits)
-        batch = encoder.preprocessing.to_tensor(picture)[None]
-        with self._lock:   # one session run at a time: onnxruntime lanes are sized for the cores
-            return encoder.encode_in_lane(batch).features[0]
+        # one session run at a time: onnxruntime lanes are sized for the cores
+        return query_vector(data, encoder, self.limits, encoder_lock=self._lock)
 
 
-@lru_cache(maxsize=2)
-def _encoder(name: str, weights_path: str | None):
-    """One encoder per process and configuration (several apps in one process share it)."""
-    from ..vision.encoders import build_encoder
-
-    return build_encoder(name, weights_path=weights_path)
-
-
-__all__ = ["ImageSearch", "ImageRejected", "STATUS_FOR_REASON"]
+__all__ = ["ImageSearch", "ImageRejected", "STATUS_FOR_REASON", "query_vector"]

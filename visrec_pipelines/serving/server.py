@@ -1,11 +1,11 @@
-"""Run the serving app with uvicorn (``visrec serve``)."""
+"""Run the serving app with uvicorn (``visrec serve``): ``serve(Settings(...), host, port)``."""
 import logging
 import os
 
-from .settings import ServingSettings
+from ..settings import Settings
 
 
-def serve(settings: ServingSettings, host: str = "127.0.0.1", port: int = 8000,
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
           access_log: bool = False, log_level: str = "info") -> None:
     # One BLAS thread: a matrix-vector product gains little from a second one and suffers badly
     # under CPU contention (measured: BPR scoring 0.05 ms with one thread, 1-6 ms with two while

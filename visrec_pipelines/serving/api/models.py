@@ -1,0 +1,92 @@
+"""The API's request and response bodies, for validation and the OpenAPI documentation.
+
+The hot endpoints return prebuilt JSON of these shapes (``responses.fast_json``) instead of going
+through response-model validation; the models still document them.
+"""
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...data.rules import EVENT_TYPES, RATING_RANGE
+
+
+class LooksLike(BaseModel):
+    item_id: str
+    title: str
+    similarity: float
+
+
+class Because(BaseModel):
+    looks_like: LooksLike | None = None
+    shared_tags: list[str] = []
+    popularity: float | None = None
+
+
+class ItemCard(BaseModel):
+    item_id: str
+    title: str
+    tags: list[str]
+    category: str | None
+    image_url: str | None
+
+
+class ScoredItem(ItemCard):
+    score: float
+    reason: str
+    because: Because | None = None
+
+
+class Recommendations(BaseModel):
+    user_id: str
+    known_user: bool
+    cold_start: bool = Field(description="true: the user is unknown to the champion; popular, diverse items")
+    champion_version: str
+    ranker: str
+    index_version: str | None
+    tags: list[str]
+    k: int
+    items: list[ScoredItem]
+
+
+class SimilarItemsOut(BaseModel):
+    item: ItemCard
+    index_version: str
+    tags: list[str]
+    k: int
+    items: list[ScoredItem]
+
+
+class ImageSearchOut(BaseModel):
+    index_version: str
+    tags: list[str]
+    k: int
+    items: list[ScoredItem]
+
+
+class FeedbackEvent(BaseModel):
+    """One feedback event. Types are checked here; the contract's rules (known item, event type,
+    rating range, timestamp not in the future) are checked next, each with a clear message."""
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"event_id": "evt-0001", "user_id": "u0001", "item_id": "i00042", "event_type": "rating",
+         "value": 4.5, "timestamp": "2025-03-01T12:00:00Z"}]})
+    event_id: str = Field(description="client-chosen unique id; a retry with the same id is not stored twice")
+    user_id: str
+    item_id: str
+    event_type: str = Field(description=" | ".join(EVENT_TYPES))
+    value: float | None = Field(None, description=f"rating {RATING_RANGE[0]}-{RATING_RANGE[1]}; "
+                                                  "empty means 1 for other types")
+    timestamp: str | None = Field(None, description="ISO-8601 with a time zone; default: now")
+
+
+class EventOutcome(BaseModel):
+    event_id: str
+    status: str = Field(description="stored | duplicate")
+
+
+class EventsAccepted(BaseModel):
+    stored: int
+    duplicates: int
+    results: list[EventOutcome]
+    file: str | None
+
+
+class Detail(BaseModel):
+    detail: str

@@ -1,0 +1,274 @@
+"""What the server serves, and the queries the API answers from it.
+
+``ServingState`` is immutable once built (``sources.read_state`` builds it; ``manager`` swaps it
+in): the champion, the item catalogue, the visual index and everything precomputed from them. A
+request reads the current state once and works on that object only, so in-flight requests finish
+on the old state while new ones see the new, and none sees a mixture. Nothing here reads a file.
+"""
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ..settings import Settings
+from . import reasons
+from .catalogue import ItemCatalogue
+from .champion import Champion
+from .row_maps import RowMaps
+from .similar import SimilarItems, fast_top_k
+
+
+class NotReady(RuntimeError):
+    """The component a request needs (champion, index, encoder) is not loaded yet."""
+
+
+class NotFound(KeyError):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class IndexSnapshot:
+    similar: SimilarItems
+    signature: object          # what identifies this version on disk / in Milvus
+    loaded_at: float
+    location: str
+
+
+TOP_CACHED = 200  # best items kept per user: k <= 100 always, and tag filters usually, come from these
+UNKNOWN_TWIN = -2  # look-alike not searched yet (-1: none, the item or the history has no vector)
+
+
+@dataclass
+class _UserContext:
+    top_rows: np.ndarray         # champion item rows, best first, exclusions applied
+    top_cat: list                # ... as catalogue rows
+    top_values: list             # ... their scores
+    twins: list                  # per top row: the recent history item (catalogue row) it looks most like
+    twin_similarity: list        # ... and the cosine of their image vectors (filled in as shown)
+    excluded: np.ndarray         # champion item rows never recommended to this user
+    complete: bool               # top_rows holds every recommendable item
+    tag_ranks: dict              # tags of the recent history by frequency, for "shares ... with your history"
+    recent_rows: np.ndarray      # catalogue rows of the recent history
+
+
+class ServingState:
+    """Champion + catalogue + index, and the queries the API answers from them (read-only)."""
+
+    def __init__(self, settings: Settings, champion: Champion | None, index: IndexSnapshot | None,
+                 catalogue: ItemCatalogue, rows: RowMaps, histories: dict[str, np.ndarray],
+                 index_encoder_id: str | None):
+        self.settings, self.champion, self.index = settings, champion, index
+        self.similar = index.similar if index is not None else None
+        self.catalogue, self.dataset, self.rows = catalogue, catalogue.dataset, rows
+        self.histories = histories            # user id -> catalogue rows, most recent first
+        self.index_encoder_id = index_encoder_id   # the encoder the index was embedded with, if known
+        self.popularity = rows.popularity
+        self.cold_rows, self.cold_ranks = reasons.diverse_popular_order(self.popularity, catalogue.categories)
+        self._context = lru_cache(maxsize=settings.user_cache_size)(self._user_context)
+        self._mask = lru_cache(maxsize=256)(self._champion_mask)
+        self._candidates = lru_cache(maxsize=256)(self._champion_candidates)
+        self._index_masks = lru_cache(maxsize=256)(self._index_mask)
+
+    # --- readiness ------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.champion is not None and self.similar is not None
+
+    def _need_champion(self) -> Champion:
+        if self.champion is None:
+            raise NotReady("no champion ranker is loaded yet (see /status)")
+        return self.champion
+
+    def _need_index(self) -> SimilarItems:
+        if self.similar is None:
+            raise NotReady("no item index is loaded yet (see /status)")
+        return self.similar
+
+    # --- users ----------------------------------------------------------------------------------
+    def history_rows(self, user_id: str) -> np.ndarray:
+        return self.histories.get(user_id, np.empty(0, dtype=np.intp))
+
+    def users(self, limit: int) -> list[dict]:
+        """Users the champion knows, the longest histories first (for the gallery)."""
+        champion = self._need_champion()
+        ids = champion.bundle.user_ids.tolist()
+        sizes = [len(self.histories.get(u, ())) for u in ids]
+        order = sorted(range(len(ids)), key=lambda i: (-sizes[i], ids[i]))[:limit]
+        return [{"user_id": ids[i], "history": sizes[i]} for i in order]
+
+    def history(self, user_id: str, limit: int) -> dict:
+        rows = self.history_rows(user_id)
+        known = self.champion is not None and self.champion.user_row(user_id) is not None
+        return {"user_id": user_id, "known_user": known, "total": int(len(rows)),
+                "items": [self.catalogue.card(r) for r in rows[:limit].tolist()]}
+
+    def item(self, item_id: str) -> dict:
+        row = self.catalogue.row.get(item_id)
+        if row is None:
+            raise NotFound(f"item {item_id!r} is not in the catalogue of dataset {self.settings.dataset!r}")
+        return {**self.catalogue.card(row), "indexed": bool(self.catalogue.vec_row[row] >= 0),
+                "popularity": float(self.popularity[row])}
+
+    # --- recommendations ------------------------------------------------------------------------
+    def recommend(self, user_id: str, k: int, tags: list[str]) -> dict:
+        champion = self._need_champion()
+        cat = self.catalogue
+        user_row = champion.user_row(user_id)
+        if user_row is None:
+            items = self._cold_start(k, cat.rows_with_tags(tags))
+        else:
+            items = self._known(champion, user_id, user_row, k, tags)
+        return {"user_id": user_id, "known_user": user_row is not None, "cold_start": user_row is None,
+                "champion_version": champion.version, "ranker": champion.ranker_name,
+                "index_version": self.similar.version if self.similar else None,
+                "tags": tags, "k": k, "items": items}
+
+    def _user_context(self, user_row: int, user_id: str) -> "_UserContext":
+        """What a known user's requests share until the next swap: the champion's best items for
+        them (exclusions applied) and, for each, the history item it looks most like. Built on the
+        user's first request, then cached (LRU) with this state."""
+        champion, cat, maps = self.champion, self.catalogue, self.rows
+        scores = champion.scores(user_row)
+        scores += maps.unknown_bias
+        history = self.history_rows(user_id)
+        in_champion = maps.cat_to_champ[history]
+        excluded = np.union1d(champion.seen_items(user_row), in_champion[in_champion >= 0])
+        scores[excluded] = -np.inf                       # never what they already had
+        best = fast_top_k(scores, TOP_CACHED)
+        best = best[np.isfinite(scores[best])]
+        recent = history[: self.settings.history_for_reasons]
+        return _UserContext(top_rows=best.astype(np.int32), top_cat=maps.champ_to_cat[best].tolist(),
+                            top_values=scores[best].tolist(), twins=[UNKNOWN_TWIN] * len(best),
+                            twin_similarity=[0.0] * len(best), excluded=excluded,
+                            complete=len(best) == int(np.isfinite(scores).sum()),
+                            tag_ranks=reasons.history_tag_ranks(cat.tags[r] for r in recent.tolist()),
+                            recent_rows=recent)
+
+    def _looks_like(self, rows: np.ndarray, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For catalogue rows: the history row each looks most like (-1: no vectors) and the cosine."""
+        cat = self.catalogue
+        twins, similarity = np.full(len(rows), -1, dtype=np.int32), np.zeros(len(rows), np.float32)
+        if self.similar is None:
+            return twins, similarity
+        history = history[cat.vec_row[history] >= 0]
+        has_vector = cat.vec_row[rows] >= 0
+        if len(history) and has_vector.any():
+            vectors = self.similar.index.vectors
+            position, cosine = reasons.looks_like(np.take(vectors, cat.vec_row[rows[has_vector]], axis=0),
+                                                  np.take(vectors, cat.vec_row[history], axis=0))
+            twins[has_vector], similarity[has_vector] = history[position], cosine
+        return twins, similarity
+
+    def _champion_mask(self, tags: tuple[str, ...]) -> np.ndarray:
+        """Boolean mask over the champion's items: carries every tag (cached per tag set)."""
+        mask = np.zeros(self.champion.n_items, dtype=bool)
+        mask[self._candidates(tags)] = True
+        return mask
+
+    def _champion_candidates(self, tags: tuple[str, ...]) -> np.ndarray:
+        """Sorted champion item rows carrying every tag (cached per tag set)."""
+        rows = self.rows.cat_to_champ[self.catalogue.rows_with_tags(list(tags))]
+        return np.sort(rows[rows >= 0])
+
+    def _known(self, champion: Champion, user_id: str, user_row: int, k: int, tags: list[str]) -> list[dict]:
+        cat, maps = self.catalogue, self.rows
+        context = self._context(user_row, user_id)
+        picked = None
+        if not tags:
+            if k <= len(context.top_rows) or context.complete:
+                picked = range(min(k, len(context.top_rows)))
+        else:
+            keep = np.flatnonzero(self._mask(tuple(tags))[context.top_rows])
+            if len(keep) >= k or context.complete:   # the cached list, filtered, is the exact answer
+                picked = keep[:k]
+        if picked is not None:
+            # plain lists from here: a dozen numpy calls on 10-element arrays cost more than the math
+            picked = list(picked) if isinstance(picked, range) else picked.tolist()
+            rows = [context.top_cat[p] for p in picked]
+            values = [context.top_values[p] for p in picked]
+            missing = [p for p in picked if context.twins[p] == UNKNOWN_TWIN]
+            if missing:   # look-alikes are found once per (user, item), when first shown
+                found, cosine = self._looks_like(np.asarray([context.top_cat[p] for p in missing]),
+                                                 context.recent_rows)
+                for p, twin, value in zip(missing, found.tolist(), cosine.tolist()):
+                    context.twins[p], context.twin_similarity[p] = twin, value
+            twins = [context.twins[p] for p in picked]
+            similarity = [context.twin_similarity[p] for p in picked]
+        else:   # the filter left too few of the cached best: score every candidate
+            candidates = self._candidates(tuple(tags)) if tags else None
+            scores = champion.scores(user_row, candidates)
+            items_scored = candidates if candidates is not None else np.arange(champion.n_items)
+            scores += maps.unknown_bias[items_scored]
+            scores[np.isin(items_scored, context.excluded, assume_unique=True)] = -np.inf
+            best = fast_top_k(scores, k)
+            best = best[np.isfinite(scores[best])]
+            found = maps.champ_to_cat[items_scored[best]]
+            twins, similarity = self._looks_like(found, context.recent_rows)
+            rows, values, twins, similarity = found.tolist(), scores[best].tolist(), twins.tolist(), similarity.tolist()
+        items = []
+        tag_ranks = context.tag_ranks
+        for row, value, twin, cosine in zip(rows, values, twins, similarity):
+            shared = reasons.shared_tags(cat.tags[row], tag_ranks)
+            twin_title = cat.titles[twin] if twin >= 0 else None
+            items.append({**cat.card(row), "score": value,
+                          "reason": reasons.known_user_reason(twin_title, cosine, shared, champion.ranker_name),
+                          "because": {"looks_like": None if twin < 0 else
+                                      {"item_id": cat.item_ids[twin], "title": twin_title,
+                                       "similarity": round(cosine, 4)},
+                                      "shared_tags": shared}})
+        return items
+
+    def _cold_start(self, k: int, allowed) -> list[dict]:
+        cat = self.catalogue
+        rows, ranks = self.cold_rows, self.cold_ranks
+        if allowed is not None:
+            mask = np.zeros(len(cat), dtype=bool)
+            mask[allowed] = True
+            keep = mask[rows]
+            rows, ranks = rows[keep], ranks[keep]
+        return [{**cat.card(r), "score": float(self.popularity[r]),
+                 "reason": reasons.cold_start_reason(cat.categories[r], rank),
+                 "because": {"looks_like": None, "shared_tags": [], "popularity": float(self.popularity[r])}}
+                for r, rank in zip(rows[:k].tolist(), ranks[:k].tolist())]
+
+    # --- the visual index -----------------------------------------------------------------------
+    def similar_items(self, item_id: str, k: int, tags: list[str]) -> dict:
+        similar = self._need_index()
+        cat = self.catalogue
+        row = cat.row.get(item_id)
+        if row is None:
+            raise NotFound(f"item {item_id!r} is not in the catalogue of dataset {self.settings.dataset!r}")
+        index_row = int(cat.vec_row[row])
+        if index_row < 0:
+            raise NotFound(f"item {item_id!r} has no image vector in the item index (version "
+                           f"{similar.version}): its image was rejected or it is newer than the index")
+        allowed, allowed_rows = self._index_filter(tags)
+        found, scores = similar.similar_rows(index_row, k, allowed, allowed_rows)
+        query_tags = cat.tag_sets[row]
+        items = []
+        for r, score in zip(self.rows.index_to_cat[found].tolist(), scores.tolist()):
+            shared = [t for t in cat.tags[r] if t in query_tags][: reasons.MAX_SHARED]
+            items.append({**cat.card(r), "score": score, "reason": reasons.similar_reason(shared, score),
+                          "because": {"shared_tags": shared}})
+        return {"item": cat.card(row), "index_version": similar.version, "tags": tags, "k": k, "items": items}
+
+    def search_vector(self, vector: np.ndarray, k: int, tags: list[str]) -> dict:
+        similar = self._need_index()
+        cat = self.catalogue
+        _, allowed_rows = self._index_filter(tags)
+        found, scores = similar.search_rows(vector, k, allowed_rows)
+        items = [{**cat.card(r), "score": s, "reason": f"looks like your picture ({s:.2f})"}
+                 for r, s in zip(self.rows.index_to_cat[found].tolist(), scores.tolist()) if r >= 0]
+        return {"index_version": similar.version, "tags": tags, "k": k, "items": items}
+
+    def _index_filter(self, tags: list[str]):
+        """(mask over index rows, sorted rows) carrying every tag, or (None, None) for no filter."""
+        return self._index_masks(tuple(tags)) if tags else (None, None)
+
+    def _index_mask(self, tags: tuple[str, ...]):
+        rows = self.similar.index.candidate_rows(tags=list(tags))
+        mask = np.zeros(len(self.similar), dtype=bool)
+        mask[rows] = True
+        return mask, rows

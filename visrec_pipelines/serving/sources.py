@@ -1,0 +1,238 @@
+"""Where what serves comes from: the champion from the MLflow registry, the item index from the
+snapshot or Milvus, and the rest of a state from the dataset and the warehouse.
+
+At every check each source answers "what should serve now?" given what serves: the same object
+(nothing changed, or the new version failed: it is reported and not retried until it changes), or
+a freshly loaded, checked one. When nothing serves yet and the champion alias points at a version
+that cannot be loaded, the champion source falls back to the last version that served here
+(``last_good.json``, written atomically after every swap), then to earlier champions from the
+registry's history, newest first. Failures go to ``report(component, version, error)``.
+"""
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_atomically
+from ..index.exact import ExactIndex
+from ..settings import Settings
+from ..times import iso_utc
+from ..warehouse import Warehouse
+from .catalogue import ItemCatalogue
+from .champion import Champion, ChampionLoadError, load_champion
+from .queries import IndexSnapshot, ServingState
+from .row_maps import RowMaps
+from .similar import SimilarItems
+
+log = logging.getLogger("visrec.serving")
+RETRY_FAILED_S = 600.0  # a version that failed to load is tried again after this (the failure may
+                        # have been the artifact store, not the artifact)
+Report = Callable[[str, str | None, str], None]
+
+
+class IndexSource:
+    """The item index: the snapshot the item_index asset writes (``index_source="snapshot"``), or
+    the collection the dataset's Milvus alias points at, exported into memory (``"milvus"``)."""
+
+    def __init__(self, settings: Settings, report: Report):
+        self.settings, self.report = settings, report
+        self.warehouse = settings.warehouse_for()
+        self._failed: object = None          # signature of the version that failed to load
+
+    def next(self, kept: IndexSnapshot | None) -> tuple[IndexSnapshot | None, bool]:
+        """(what should serve, whether it is new)."""
+        try:
+            signature = self.signature()
+        except Exception as exc:
+            self.report("index", None, f"cannot check the index: {type(exc).__name__}: {exc}")
+            return kept, False
+        if signature is None or (kept is not None and kept.signature == signature):
+            return kept, False
+        if signature == self._failed:
+            return kept, False
+        try:
+            exact, location = self.load()
+            if len(exact) == 0:
+                raise ValueError("the index holds no items")
+            if not np.isfinite(exact.vectors).all():
+                raise ValueError("the index holds non-finite vectors")
+            similar = SimilarItems(exact, self.settings.neighbours, self.settings.neighbour_table_max_items)
+        except Exception as exc:
+            self._failed = signature
+            self.report("index", str(signature), f"{type(exc).__name__}: {exc}")
+            return kept, False
+        return IndexSnapshot(similar, signature, time.time(), location), True
+
+    def _milvus(self):
+        from ..index.milvus_index import open_item_index
+
+        return open_item_index(self.warehouse, uri=self.settings.milvus_uri, token=self.settings.milvus_token)
+
+    def _snapshot_stat(self):
+        path = self.warehouse.item_index_snapshot
+        if not path.is_file():
+            return None
+        stat = path.stat()
+        return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+    def signature(self):
+        """What identifies the version on offer (None: there is none)."""
+        if self.settings.index_source == "snapshot":
+            return self._snapshot_stat()
+        with self._milvus() as milvus:   # open only for the check: milvus-lite allows one process
+            collection = milvus.current_collection()
+        # item_index updates small changes in place (same collection) and rewrites the snapshot
+        # right after, so where the warehouse is visible the snapshot's stat tells those apart
+        return None if collection is None else (collection, self._snapshot_stat())
+
+    def load(self) -> tuple[ExactIndex, str]:
+        """(the index, where it came from)."""
+        if self.settings.index_source == "snapshot":
+            path = self.warehouse.item_index_snapshot
+            return ExactIndex.load(path), str(path)
+        with self._milvus() as milvus:
+            if milvus.current_collection() is None:
+                raise LookupError(f"no collection behind the Milvus alias at {milvus.uri}")
+            return ExactIndex.from_milvus(milvus), milvus.uri
+
+
+class LastGood:
+    """``last_good.json``: the champion and index that last served here."""
+
+    def __init__(self, path: Path, report: Report):
+        self.path, self.report = path, report
+
+    def write(self, state: ServingState) -> None:
+        record = {"champion_version": state.champion.version, "ranker": state.champion.ranker_name,
+                  "index_version": state.similar.version if state.similar else None,
+                  "written_at": iso_utc(time.time(), "seconds"), "pid": os.getpid()}
+        try:
+            write_atomically(self.path, json.dumps(record))   # a kill leaves the old or the new record
+        except OSError as exc:
+            self.report("state", None, f"cannot write {self.path}: {exc}")
+
+    def read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+class ChampionSource:
+    """The champion: the version the registry's ``champion`` alias points at, else a fallback.
+    ``load_bundle`` (version -> RankerBundle) replaces ``Registry.load_bundle`` in tests."""
+
+    def __init__(self, settings: Settings, report: Report, load_bundle: Callable[[str], object] | None = None):
+        self.registry, self.report, self._load_bundle = settings.registry(), report, load_bundle
+        self.last_good = LastGood(settings.warehouse_for().last_good, report)
+        self.alias_version: str | None = None
+        self.fallback: str | None = None     # why the served champion is not the alias's version
+        self._failed: tuple[str, float] | None = None   # (version, when): retried after a while
+
+    def load(self, version: str) -> Champion:
+        return load_champion(version, self._load_bundle or self.registry.load_bundle, self.registry.model_name)
+
+    def next(self, kept: Champion | None) -> tuple[Champion | None, bool]:
+        """(what should serve, whether it is new)."""
+        try:
+            alias = self.registry.current_champion()
+        except Exception as exc:
+            self.report("champion", None, f"cannot read the registry: {type(exc).__name__}: {exc}")
+            return kept, False
+        alias_version = str(alias.version) if alias is not None else None
+        self.alias_version = alias_version
+        if alias_version is None:
+            return kept, False                      # no champion yet (or alias removed): keep serving
+        if kept is not None and kept.version == alias_version:
+            self.fallback = None
+            return kept, False
+        if self._failed is not None and self._failed[0] == alias_version and \
+                time.time() - self._failed[1] < RETRY_FAILED_S:   # not again every poll
+            return kept, False
+        try:
+            champion = self.load(alias_version)
+            self.fallback = None
+            return champion, True
+        except ChampionLoadError as exc:
+            self._failed = (alias_version, time.time())
+            self.report("champion", alias_version, str(exc))
+            if kept is not None:
+                self.fallback = (f"champion alias points at version {alias_version}, which cannot "
+                                 f"serve; version {kept.version} keeps serving")
+                return kept, False
+        return self._fall_back(alias_version)
+
+    def _fall_back(self, failed: str) -> tuple[Champion | None, bool]:
+        """Nothing serving and the alias's version is broken: the last version that served here,
+        then earlier champions, newest first."""
+        candidates = []
+        last_good = self.last_good.read().get("champion_version")
+        if last_good:
+            candidates.append(str(last_good))
+        try:
+            candidates += [str(v) for v in reversed(self.registry.history())]
+        except Exception as exc:
+            self.report("champion", None, f"cannot read the champion history: {exc}")
+        tried = {failed}
+        for version in candidates:
+            if version in tried:
+                continue
+            tried.add(version)
+            try:
+                champion = self.load(version)
+            except ChampionLoadError as exc:
+                self.report("champion", version, str(exc))
+                continue
+            self.fallback = (f"champion alias points at version {failed}, which cannot serve; "
+                             f"serving version {version} (last good) instead")
+            log.error(self.fallback)
+            return champion, True
+        return None, False
+
+
+def read_state(settings: Settings, champion: Champion | None, index: IndexSnapshot | None) -> ServingState:
+    """A new state around this champion and index: the catalogue from the dataset, the histories and
+    the index's encoder from the warehouse."""
+    similar = index.similar if index is not None else None
+    catalogue = ItemCatalogue(settings.dataset_folder(), similar.index if similar else None)
+    rows = RowMaps(catalogue, champion, similar)
+    warehouse = settings.warehouse_for()
+    return ServingState(settings, champion, index, catalogue, rows,
+                        read_histories(warehouse, catalogue, champion, rows), read_index_encoder_id(warehouse))
+
+
+def read_histories(warehouse: Warehouse, catalogue: ItemCatalogue, champion: Champion | None,
+                   rows: RowMaps) -> dict[str, np.ndarray]:
+    """user id -> catalogue rows the user interacted with, most recent first: the validated
+    behaviour table from the warehouse when there is one, else the champion's train positives."""
+    histories = {}
+    try:
+        events = warehouse.read_table("behaviour_events", columns=["user_id", "item_id", "timestamp"])
+        if events is not None:
+            events = events.assign(row=events["item_id"].astype(str).map(catalogue.row)).dropna(subset=["row"])
+            latest = (events.groupby(["user_id", "row"], sort=False)["timestamp"].max()
+                      .reset_index().sort_values(["user_id", "timestamp"], ascending=[True, False]))
+            for user, group in latest.groupby("user_id", sort=False):
+                histories[str(user)] = group["row"].to_numpy(dtype=np.intp)
+            return histories
+    except Exception as exc:  # an unreadable table only costs the ordering
+        log.warning("behaviour_events unreadable (%s); history from the champion", exc)
+    if champion is not None and champion.seen is not None:
+        for user_row, user_id in enumerate(champion.bundle.user_ids.tolist()):
+            found = rows.champ_to_cat[champion.seen_items(user_row)]
+            histories[user_id] = found[found >= 0]
+    return histories
+
+
+def read_index_encoder_id(warehouse: Warehouse) -> str | None:
+    """The encoder the catalogue was embedded with (image_embeddings asset), if recorded."""
+    try:
+        table = warehouse.read_table("image_embeddings", columns=["encoder_id"])
+    except Exception:  # unreadable: the dimension check still applies
+        return None
+    # no table (a synthetic index, say): the dimension check still applies
+    return str(table["encoder_id"].iloc[0]) if table is not None and len(table) else None
