@@ -63,7 +63,50 @@ def test_folder_import(tmp_path):
     assert items.columns[:3].tolist() == ["item_id", "image_path", "title"]
     assert items["colour"].tolist() == ["blue", "red"]
     assert (ds.root / items["image_path"][0]).is_file() and items["image_path"][1] is None
-    assert ds.read_manifest()["items_without_image"] == [{"item_id": "b", "image": "missing.jpg"}]
+    assert ds.read_manifest()["items_without_image"] == [
+        {"item_id": "b", "image": "missing.jpg", "reason": "no image file at 'missing.jpg'"}]
+
+
+def test_folder_import_takes_images_only_from_inside_the_images_folder(tmp_path):
+    src = tmp_path / "src"
+    (src / "pics").mkdir(parents=True)
+    (tmp_path / "secret.jpg").write_bytes(b"not for the dataset")
+    Image.new("RGB", (40, 40), "red").save(src / "pics" / "ok.jpg")
+    (src / "pics" / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    pd.DataFrame({"item_id": ["ok", "up", "abs", "link"],
+                  "image": ["ok.jpg", "../../secret.jpg", "/etc/hostname", "link.jpg"]}
+                 ).to_csv(src / "items.csv", index=False)
+    (src / "events.csv").write_text("user_id,item_id,event_type,value,timestamp\n")
+    ds = import_folder(src / "items.csv", src / "events.csv", src / "pics", tmp_path / "shop")
+    assert ds.read_items()["image_path"].notna().tolist() == [True, False, False, False]
+    assert len(list(ds.images_dir.iterdir())) == 1                       # nothing else was copied
+    reasons = {e["item_id"]: e["reason"] for e in ds.read_manifest()["items_without_image"]}
+    assert all("outside the images folder" in reasons[i] for i in ("up", "abs", "link"))
+    assert ds.import_image_problems()["abs"].startswith("import: image path '/etc/hostname'")
+
+
+def test_folder_import_of_a_messy_export_loses_no_row(tmp_path):
+    """Semicolons, a Windows-1252 byte, a trailing separator and one ragged row: the import goes
+    through, and the ragged row reaches the pipeline marked, to be quarantined with its reason."""
+    from visrec_pipelines.quality.behaviour import validate_events
+
+    src = tmp_path / "src"
+    (src / "pics").mkdir(parents=True)
+    Image.new("RGB", (40, 40), "red").save(src / "pics" / "a.jpg")
+    (src / "items.csv").write_bytes("item_id;image;title\na;a.jpg;Café chair\n".encode("cp1252"))
+    (src / "events.csv").write_bytes(("user_id;item_id;event_type;value;timestamp\n"
+                                      "u1;a;view;;2024-01-01T00:00:00Z;\n"
+                                      "u2;a;rating;4;2024-01-02T00:00:00Z\n"
+                                      "u3;a;view\n").encode("cp1252"))
+    ds = import_folder(src / "items.csv", src / "events.csv", src / "pics", tmp_path / "shop")
+    assert ds.read_items()["title"].tolist() == ["Café chair"]
+    manifest = ds.read_manifest()
+    assert manifest["counts"]["unreadable_event_rows"] == 1 and any("cp1252" in n for n in manifest["notes"])
+    events = ds.read_events()
+    assert len(events) == 3
+    outcome = validate_events(events, known_item_ids=["a"], now=1.9e9)
+    assert len(outcome.valid) == 2 and outcome.quarantined["user_id"].tolist() == ["u3"]
+    assert outcome.quarantined["reason"].iloc[0].startswith("row has 3 fields")
 
 
 def test_folder_import_needs_contract_columns(tmp_path):

@@ -28,6 +28,11 @@ BAD_ROWS = [
     ("rating without value", {"event_type": "rating", "value": None}, "rating_has_value"),
     ("rating above range", {"event_type": "rating", "value": "7"}, "rating_in_range"),
     ("rating below range", {"event_type": "rating", "value": "0"}, "rating_in_range"),
+    ("rating that overflows to infinity", {"event_type": "rating", "value": "1e999"}, "value_numeric"),
+    ("value of minus infinity", {"event_type": "purchase", "value": "-1e999"}, "value_numeric"),
+    ("value spelled nan", {"event_type": "purchase", "value": "nan"}, "value_numeric"),
+    ("row the reader could not read", {"row_error": "row has 3 fields; the header has 5",
+                                       "timestamp": "2025-06-09T12:00:00Z"}, "row_well_formed"),
 ]
 
 
@@ -63,6 +68,26 @@ def test_each_bad_row_is_quarantined_with_its_reason(outcome, label, check):
     failed = result.quarantined.loc[row, "failed_checks"].split(";")
     assert check in failed
     assert result.quarantined.loc[row, "reason"]
+
+
+def test_an_unreadable_row_says_why_in_its_reason(outcome):
+    events, result = outcome
+    row = events.index[events["label"] == "row the reader could not read"][0]
+    assert result.quarantined.loc[row, "reason"].startswith("row has 3 fields; the header has 5; ")
+
+
+def test_no_infinite_or_missing_value_is_stored(outcome):
+    _, result = outcome
+    assert result.valid["value"].between(0, 5).all()
+
+
+def test_events_with_their_own_ids_are_never_repeats_of_each_other():
+    """Feedback posted with distinct event ids is distinct events, however alike; the same id twice
+    is one event."""
+    landed = pd.DataFrame([dict(GOOD, event_id="e1"), dict(GOOD, event_id="e2"), dict(GOOD, event_id="e2")])
+    result = validate_events(landed, ["i1"], now=NOW)
+    assert len(result.valid) == 2 and result.quarantined["failed_checks"].tolist() == ["not_a_duplicate"]
+    assert result.quarantined["event_id"].tolist() == ["e2"]          # the quarantine keeps every column
 
 
 def test_valid_rows_are_typed(outcome):

@@ -250,3 +250,15 @@ def test_validation_cache_opens_only_new_or_changed_files(tmp_path, monkeypatch)
     assert sorted(opened) == ["b.png", "missing.png"]                  # a.png reused, unchanged
     assert list(again["item_id"]) == ["a"]
     assert dict(zip(quarantined["item_id"], quarantined["reason"])) == {"b": "too_small", "c": "missing_file"}
+
+
+def test_an_image_path_out_of_the_dataset_folder_is_quarantined(tmp_path):
+    from visrec_pipelines.data.contract import Dataset
+
+    (tmp_path / "outside.jpg").write_bytes(b"secret")
+    (tmp_path / "shop" / "images").mkdir(parents=True)
+    (tmp_path / "shop" / "images" / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    records = pd.DataFrame({"item_id": ["up", "abs", "link"],
+                            "image_path": ["../outside.jpg", "/etc/hostname", "images/link.jpg"]})
+    accepted, quarantined = validate_images(records, Dataset(tmp_path / "shop").image_file)
+    assert accepted.empty and quarantined["reason"].tolist() == ["outside_folder"] * 3

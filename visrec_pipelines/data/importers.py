@@ -13,7 +13,9 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from ..paths import OutsideFolder, inside
 from .contract import EVENT_COLUMNS, Dataset, DatasetError, read_table, write_table
+from .tables import read_text_table
 
 
 def _fresh_dataset(out_dir: Path) -> Dataset:
@@ -82,25 +84,32 @@ def import_movielens(source: Path, out_dir: Path, progress: bool = False) -> Dat
 
 def import_folder(items_csv: Path, events_csv: Path, images_dir: Path, out_dir: Path,
                   progress: bool = False) -> Dataset:
-    """Generic importer: an items CSV (item_id, image_path or image, title, labels...), an events CSV
-    in the contract's columns, and a folder of images that image paths are relative to."""
-    items = read_table(Path(items_csv), ("item_id",))
+    """Generic importer: an items table (item_id, image_path or image, title, labels...), an events
+    table in the contract's columns, and a folder of images that image paths are relative to.
+    Tables may come in any delimiter and common encoding (``data.tables``); a row that cannot be
+    read is kept and marked, so the pipeline quarantines it. Images are only taken from inside
+    ``images_dir``: a path that leads out of it (``..``, absolute, a link) is refused with a reason."""
+    items_table = read_text_table(Path(items_csv), ("item_id",), hint="rename the id column to item_id")
+    items = items_table.frame
     image_column = "image_path" if "image_path" in items.columns else "image"
     if image_column not in items.columns:
-        raise DatasetError(f"{items_csv} needs an image_path (or image) column")
-    events = read_table(Path(events_csv), EVENT_COLUMNS)
+        raise DatasetError(f"{items_csv}: needs an image_path (or image) column naming each item's "
+                           f"picture relative to --images; it has {list(items.columns)}")
+    events_table = read_text_table(Path(events_csv), EVENT_COLUMNS,
+                                   hint=f"the events table needs the columns {list(EVENT_COLUMNS)}")
+    events = events_table.frame
 
     dataset = _fresh_dataset(out_dir)
     copies, image_paths, missing = [], [], []
     for item_id, relative in zip(items["item_id"], items[image_column]):
-        source = Path(images_dir) / relative if relative else None
-        if source is not None and source.is_file():
+        source, problem = safe_image_file(Path(images_dir), relative)
+        if source is not None:
             target = dataset.images_dir / f"{len(copies):06d}{source.suffix.lower()}"
             copies.append((source, target))
             image_paths.append(f"images/{target.name}")
         else:
             image_paths.append(None)
-            missing.append({"item_id": item_id, "image": relative})
+            missing.append({"item_id": item_id, "image": relative, "reason": problem})
     _copy_images(copies, progress)
 
     items = items.drop(columns=[image_column]).assign(image_path=image_paths)
@@ -110,10 +119,25 @@ def import_folder(items_csv: Path, events_csv: Path, images_dir: Path, out_dir: 
     write_table(items[ordered + [c for c in items.columns if c not in ordered]], dataset.items_path)
     write_table(events[list(EVENT_COLUMNS) + [c for c in events.columns if c not in EVENT_COLUMNS]],
                 dataset.events_path)
+    notes = [f"items: {n}" for n in items_table.notes] + [f"events: {n}" for n in events_table.notes]
     dataset.write_manifest({
         "source": "folder", "source_path": str(Path(items_csv).resolve()),
         "counts": {"items": len(items), "events": len(events), "images_copied": len(copies),
-                   "items_without_image": len(missing)},
-        "items_without_image": missing,
+                   "items_without_image": len(missing), "unreadable_item_rows": items_table.bad_rows,
+                   "unreadable_event_rows": events_table.bad_rows},
+        "items_without_image": missing, "notes": notes,
     })
     return dataset
+
+
+def safe_image_file(images_dir: Path, relative) -> tuple[Path | None, str | None]:
+    """(the image file, None), or (None, why not): it must be a file inside ``images_dir``."""
+    if relative is None or not str(relative).strip():
+        return None, "no image given"
+    try:
+        path = inside(images_dir, relative)
+    except OutsideFolder:
+        return None, f"image path {str(relative)[:200]!r} leads outside the images folder"
+    if not path.is_file():
+        return None, f"no image file at {str(relative)[:200]!r}"
+    return path, None

@@ -62,10 +62,26 @@ class EventLanding:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.ledger_path = self.directory / LEDGER_NAME
+        self.repairs: list[str] = []
+        try:
+            self._create()
+        except sqlite3.DatabaseError as problem:   # a damaged ledger: rebuild it from the files
+            aside = self.ledger_path.with_name(f"{LEDGER_NAME}.corrupt-{uuid.uuid4().hex[:8]}")
+            os.replace(self.ledger_path, aside)
+            for suffix in ("-journal", "-wal", "-shm"):
+                Path(f"{self.ledger_path}{suffix}").unlink(missing_ok=True)
+            self._create()
+            self.repairs.append(f"the ledger was unreadable ({problem}); moved to {aside.name} and "
+                                "rebuilt from the landing files")
+        adopted = self.reconcile()
+        if adopted and self.repairs:
+            self.repairs.append(f"{adopted} event ids adopted from the landing files")
+
+    def _create(self) -> None:
         with contextlib.closing(self._connect()) as db, db:
             db.execute("CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, digest TEXT NOT NULL, "
                        "file TEXT NOT NULL, received_at TEXT NOT NULL)")
-        self.reconcile()
+            db.execute("SELECT count(*) FROM events").fetchone()   # reads the file: a damaged one raises
 
     @classmethod
     def for_dataset(cls, dataset: Dataset) -> EventLanding:

@@ -3,22 +3,43 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pandas as pd
 
-from ..data.contract import EVENT_COLUMNS
 from ..data.rules import EVENTS_SUITE, ITEMS_SUITE  # noqa: F401  (re-exported for the assets)
+from ..data.tables import ROW_ERROR
 from ..times import parse_timestamps
 from .suites import ValidationOutcome, validate
 
 DEDUP_KEY = ["user_id", "item_id", "event_type", "value", "timestamp"]
+DERIVED = ["value_number", "timestamp_epoch", "is_repeat"]
 
 
 def with_derived_columns(events: pd.DataFrame) -> pd.DataFrame:
-    return events.assign(
-        value_number=pd.to_numeric(events["value"], errors="coerce"),
+    number = pd.to_numeric(events["value"], errors="coerce")
+    # events with distinct ids are distinct events, however alike (the serving API's feedback)
+    key = DEDUP_KEY + (["event_id"] if "event_id" in events else [])
+    return _with_row_error(events).assign(
+        value_number=number.where(np.isfinite(number)),    # "1e999" is inf: not a usable value
         timestamp_epoch=parse_timestamps(events["timestamp"]),
-        is_repeat=events.duplicated(subset=DEDUP_KEY, keep="first"),
+        is_repeat=events.duplicated(subset=key, keep="first"),
     )
+
+
+def _with_row_error(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows the reader could not read carry their reason; the rule row_well_formed needs the column."""
+    return frame if ROW_ERROR in frame else frame.assign(**{ROW_ERROR: None})
+
+
+def _quarantine_table(quarantined: pd.DataFrame, derived: list[str]) -> pd.DataFrame:
+    """Every source column of the bad rows, plus failed_checks and the reason in words (a row the
+    reader could not read says why it could not)."""
+    out = quarantined.drop(columns=derived)
+    unreadable = out[ROW_ERROR].notna()
+    out.loc[unreadable, "reason"] = out.loc[unreadable, ROW_ERROR] + "; " + out.loc[unreadable, "reason"]
+    if not unreadable.any():
+        out = out.drop(columns=[ROW_ERROR])
+    return out
 
 
 def validate_events(events: pd.DataFrame, known_item_ids, known_user_ids=None,
@@ -37,15 +58,27 @@ def validate_events(events: pd.DataFrame, known_item_ids, known_user_ids=None,
         "value": valid["value_number"].fillna(1.0).astype(float),
         "timestamp": pd.to_datetime(valid["timestamp_epoch"], unit="s", utc=True),
     })
-    quarantined = outcome.quarantined[list(EVENT_COLUMNS) + ["failed_checks", "reason"]]
-    return ValidationOutcome(valid=typed.reset_index(drop=True), quarantined=quarantined,
+    return ValidationOutcome(valid=typed.reset_index(drop=True),
+                             quarantined=_quarantine_table(outcome.quarantined, DERIVED),
                              expectations=outcome.expectations)
 
 
 def validate_items(items: pd.DataFrame) -> ValidationOutcome:
-    derived = items.assign(is_repeat=items.duplicated(subset=["item_id"], keep="first")
-                           & items["item_id"].notna())
+    derived = _with_row_error(items).assign(is_repeat=~first_rows(items))
     outcome = validate(derived, ITEMS_SUITE)
-    return ValidationOutcome(valid=outcome.valid.drop(columns="is_repeat"),
-                             quarantined=outcome.quarantined.drop(columns="is_repeat"),
+    return ValidationOutcome(valid=outcome.valid.drop(columns=["is_repeat", ROW_ERROR]),
+                             quarantined=_quarantine_table(outcome.quarantined, ["is_repeat"]),
                              expectations=outcome.expectations)
+
+
+def first_rows(items: pd.DataFrame) -> pd.Series:
+    """True for each item id's first row (a repeated id's later rows lose, everywhere: catalogue,
+    images, embeddings); rows without an id count as first (they are quarantined as missing)."""
+    return ~items.duplicated(subset=["item_id"], keep="first") | items["item_id"].isna()
+
+
+def image_candidates(items: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose image is worth opening: an id, its first row, read cleanly. The others are
+    excluded by validation with their own reason, so opening their images would only mislead."""
+    readable = items[ROW_ERROR].isna() if ROW_ERROR in items else True
+    return items[first_rows(items) & items["item_id"].notna() & readable]

@@ -15,6 +15,8 @@ import pandas as pd
 
 from ..data.rules import check_names, load_suite_spec  # noqa: F401  (check_names: re-exported)
 
+ROW_LEVEL_CHECKS = {"row_well_formed"}     # when one of these fails, the row's other failures follow from it
+
 
 @dataclass(frozen=True)
 class ExpectationOutcome:
@@ -85,10 +87,15 @@ def validate(frame: pd.DataFrame, suite_name: str, parameters: dict | None = Non
         if expectation_result.exception_info.get("raised_exception"):
             raise RuntimeError(f"expectation {meta['check_name']} could not run: "
                                f"{expectation_result.exception_info.get('exception_message')}")
-        rows = expectation_result.result.get("unexpected_index_list") or []
-        counts[meta["check_name"]] = len(rows)
-        for row in rows:
+        counts[meta["check_name"]] = 0
+        for row in expectation_result.result.get("unexpected_index_list") or []:
             failed_by_row.setdefault(int(row), []).append(meta)
+    for row, metas in failed_by_row.items():
+        # a row that could not be read breaks every other rule too; that says nothing more
+        unreadable = [m for m in metas if m["check_name"] in ROW_LEVEL_CHECKS]
+        failed_by_row[row] = unreadable or metas
+        for meta in failed_by_row[row]:
+            counts[meta["check_name"]] += 1
 
     bad = sorted(failed_by_row)
     quarantined = frame.loc[bad].copy()

@@ -23,9 +23,10 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from visrec_pipelines.atomic import write_atomically
+from visrec_pipelines.paths import OutsideFolder
 
 REASONS = ("missing_file", "zero_byte", "file_too_large", "not_an_image", "truncated",
-           "decompression_bomb", "too_small", "unsupported_mode", "unreadable")
+           "decompression_bomb", "too_small", "unsupported_mode", "unreadable", "outside_folder")
 
 # Only web/photo formats are handed to Pillow: fewer parsers exposed to untrusted bytes, and junk
 # cannot be "recognised" by a permissive plugin such as TGA.
@@ -160,6 +161,8 @@ def _inspect_record(image_path, resolve: Callable[[str], Path], limits: ImageLim
         return {"ok": False, "reason": "missing_file", "detail": "no image path"}
     try:
         path = resolve(image_path)
+    except OutsideFolder as refused:    # ../, an absolute path or a link out of the dataset folder
+        return {"ok": False, "reason": "outside_folder", "detail": str(refused)}
     except Exception as exc:  # a resolver bug must not take the whole batch down
         return {"ok": False, "reason": "unreadable", "detail": f"cannot resolve path: {exc!r}"}
     return inspect_image(path, limits)
