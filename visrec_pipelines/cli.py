@@ -10,9 +10,44 @@ import click
 from .settings import Settings
 
 
-@click.group()
+class OneLineErrors(click.Group):
+    """Every failure ends in one line that says what happened and what to do; ``--traceback``
+    shows the stack instead (for a bug report)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if ctx.params.get("traceback"):
+                raise
+            raise click.ClickException(_one_line(exc)) from exc
+
+
+def _one_line(exc: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):    # a setting from the environment is out of range
+        first = exc.errors()[0]
+        name = "VISREC_" + "_".join(map(str, first["loc"])).upper()
+        return f"setting {name} is invalid: {first['msg']} (got {first.get('input')!r})"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{text} (run `visrec --traceback ...` for the details)" if _unexpected(exc) else text
+
+
+def _unexpected(exc: Exception) -> bool:
+    """Errors that already say what to do, as opposed to a bug or an environment problem."""
+    from .data.contract import DatasetError
+    from .registry import NoPreviousChampion
+
+    return not isinstance(exc, (DatasetError, NoPreviousChampion, FileNotFoundError, PermissionError))
+
+
+@click.group(cls=OneLineErrors)
+@click.option("--traceback", is_flag=True, help="show the full stack of an error instead of one line")
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, traceback: bool) -> None:
     """visrec: visual recommendation, from images and behaviour to ranked items."""
     ctx.obj = Settings()   # the environment is read here, once
 
@@ -87,7 +122,9 @@ def _report(dataset, seconds: float) -> None:
 @click.option("--weights", "weights_path", default=None, help="weights file for torchvision backbones")
 @click.option("--runtime", default="auto", show_default=True)
 @click.option("--workers", default=1, show_default=True, help="decoding threads")
-def embed(dataset_name, shard, encoder_name, weights_path, runtime, workers) -> None:
+@click.option("--chunk-rows", default=1024, show_default=True,
+              help="vectors per published chunk: the most work a killed run loses")
+def embed(dataset_name, shard, encoder_name, weights_path, runtime, workers, chunk_rows) -> None:
     """Embed one shard of a dataset's validated images into the shared embedding store (run it on
     several processes or machines at once; the raw_images asset must be materialised)."""
     from .vision.embedding_job import update_embeddings
@@ -104,8 +141,10 @@ def embed(dataset_name, shard, encoder_name, weights_path, runtime, workers) -> 
     encoder = shared_encoder(encoder_name or settings.encoder, weights_path or settings.encoder_weights,
                              runtime, str(settings.cache_dir))
     store = EmbeddingStore.for_encoder(warehouse.embeddings_dir, encoder)
-    report = update_embeddings(store, encoder, raw_images, settings.dataset_folder().image_file, shard=(index, count),
-                               workers=workers, progress=True)
+    report = update_embeddings(store, encoder, raw_images, settings.dataset_folder().image_file,
+                               shard=(index, count), workers=workers, progress=True, rows_per_chunk=chunk_rows)
+    for repair in store.repairs:
+        click.echo(f"repaired: {repair}")
     click.echo(f"shard {shard}: embedded {report.embedded}, unchanged {report.unchanged}, "
                f"removed {report.removed}, failures {len(report.failures)} "
                f"({report.images_per_second:.1f} img/s)")

@@ -173,3 +173,90 @@ def test_each_encoder_has_its_own_store(tmp_path):
         EmbeddingStore(tmp_path, "model:bbbb")
     with pytest.raises(ValueError, match="8-d"):
         EmbeddingStore(tmp_path, "model:aaaa", dim=16)
+
+
+# --- damaged or abandoned state repairs itself ----------------------------------------------------
+
+def test_a_corrupt_chunk_is_set_aside_and_its_items_embedded_again(tmp_path):
+    store = EmbeddingStore(tmp_path, "enc:1")
+    store.write(_batch(["a", "b"]))
+    bad = store.write(_batch(["c", "d"], seed=1))
+    bad.write_bytes(bad.read_bytes()[:-40])                      # a torn footer
+    reopened = EmbeddingStore(tmp_path, "enc:1")
+    catalogue = pd.DataFrame({"item_id": list("abcd"), "sha256": ["a-v1", "b-v1", "c-v1", "d-v1"]})
+    plan = reopened.plan(catalogue)
+    assert sorted(plan.to_embed["item_id"]) == ["c", "d"] and plan.unchanged == 2
+    assert len(reopened.repairs) == 1 and "moved to corrupt/" in reopened.repairs[0]
+    assert (reopened.path / "corrupt" / bad.name).is_file() and not bad.exists()
+    reopened.write(_batch(["c", "d"], seed=1))
+    assert list(reopened.load()[0]) == list("abcd")
+
+
+def test_a_damaged_manifest_is_rebuilt(tmp_path):
+    store = EmbeddingStore(tmp_path, "enc:1")
+    store.write(_batch(["a"]))
+    (store.path / "manifest.json").write_text("{not json")
+    reopened = EmbeddingStore(tmp_path, "enc:1")
+    assert reopened.dim == DIM and "rebuilt" in reopened.repairs[0]
+    assert json.loads((store.path / "manifest.json").read_text())["encoder_id"] == "enc:1"
+
+
+def test_temp_files_of_dead_writers_are_swept(tmp_path):
+    from visrec_pipelines.vision.store_repair import _HOST
+
+    store = EmbeddingStore(tmp_path, "enc:1")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = store.chunks_dir / f".{_HOST}-{dead.stdout.strip()}-abc.tmp"
+    mine = store.chunks_dir / f".{_HOST}-{__import__('os').getpid()}-def.tmp"
+    orphan.write_bytes(b"x" * 100)
+    mine.write_bytes(b"x" * 100)
+    reopened = EmbeddingStore(tmp_path, "enc:1")
+    assert not orphan.exists() and mine.exists()        # a live writer's file is left alone
+    assert "unfinished chunk" in reopened.repairs[0]
+
+
+@pytest.mark.slow
+def test_a_killed_embedding_run_resumes_losing_at_most_one_chunk(tmp_path, settings):
+    """kill -9 in the middle of `visrec embed`: the rerun embeds only what was not published yet
+    (at most one chunk more than the unfinished part) and leaves no temp file behind."""
+    import os
+    import signal
+    import time
+
+    from PIL import Image
+
+    from visrec_pipelines.data.contract import write_table
+    from visrec_pipelines.vision.images import validate_images
+
+    shop = settings.dataset_folder("shop")
+    shop.images_dir.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for n in range(300):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(shop.images_dir / f"{n}.png")
+    items = pd.DataFrame({"item_id": [f"i{n}" for n in range(300)],
+                          "image_path": [f"images/{n}.png" for n in range(300)], "title": "x"})
+    write_table(items, shop.items_path)
+    write_table(pd.DataFrame(columns=["user_id", "item_id", "event_type", "value", "timestamp"]), shop.events_path)
+    accepted, _ = validate_images(items, shop.image_file)
+    warehouse = settings.warehouse_for("shop")
+    warehouse.dir.mkdir(parents=True)
+    accepted.to_parquet(warehouse.table_path("raw_images"))
+    env = {**os.environ, "VISREC_ROOT": str(settings.root_dir), "VISREC_ASSETS": str(settings.assets_dir),
+           "VISREC_WAREHOUSE": str(settings.warehouse_dir)}
+    command = [sys.executable, "-m", "visrec_pipelines.cli", "embed", "--dataset", "shop", "--chunk-rows", "32"]
+    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    chunks = warehouse.embeddings_dir
+    deadline = time.time() + 120
+    while len(list(chunks.glob("*/chunks/*.parquet"))) < 2 or not list(chunks.glob("*/chunks/.*.tmp")):
+        assert worker.poll() is None and time.time() < deadline, "the worker ended before it could be killed"
+        time.sleep(0.01)      # killed with chunks published and one half-written
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    published = sum(len(pd.read_parquet(c, columns=["item_id"])) for c in chunks.glob("*/chunks/*.parquet"))
+    assert 0 < published < 300
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    embedded = int(again.stdout.split("embedded ")[1].split(",")[0])
+    assert embedded == 300 - published                      # only the unpublished rest: a resume
+    assert not list(chunks.glob("*/chunks/.*.tmp"))         # the killed writer's file was swept
+    assert "unfinished chunk" in again.stdout

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .embedding_store import EmbeddingStore
+from .embedding_store import CHUNK_ROWS, EmbeddingStore
 from .embedding_stream import Failure, embed_images
 from .encoders import ImageEncoder
 
@@ -35,13 +35,13 @@ class EmbeddingReport:
 def update_embeddings(store: EmbeddingStore, encoder: ImageEncoder, catalogue: pd.DataFrame,
                       resolve: Callable[[str], str], shard: tuple[int, int] | None = None,
                       batch_size: int = 32, workers: int = 2, progress: bool = False,
-                      remove_missing: bool = True) -> EmbeddingReport:
+                      remove_missing: bool = True, rows_per_chunk: int = CHUNK_ROWS) -> EmbeddingReport:
     """catalogue: item_id, sha256, image_path (resolved to a file by ``resolve``)."""
     started = time.perf_counter()
     plan = store.plan(catalogue[["item_id", "sha256", "image_path"]], shard=shard)
     report = EmbeddingReport(catalogue=len(catalogue), unchanged=plan.unchanged)
     records = ((str(r.item_id), resolve(r.image_path)) for r in plan.to_embed.itertuples())
-    with store.writer() as writer:
+    with store.writer(rows_per_chunk) as writer:    # published as it goes: a killed run resumes
         for batch in embed_images(records, encoder, batch_size=batch_size, workers=workers,
                                   progress=progress, total=len(plan.to_embed)):
             writer.write(batch)

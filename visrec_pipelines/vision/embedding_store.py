@@ -5,7 +5,10 @@ named `<time_ns>-<random>.parquet`; the latest row of an item wins, and a remova
 row. So a writer never holds more than one chunk, and writers of disjoint shards (processes or
 machines, see `shard_of`) can share a store without locks: every chunk has a unique name and
 appears atomically (written to a dot-file, then renamed). `compact()` merges everything into one
-chunk; run it when no writer is active.
+chunk; run it when no writer is active. Chunks are small (``CHUNK_ROWS``), so a killed run loses at
+most one chunk of work; what it leaves behind is cleaned up by the next opener (``store_repair``),
+and a damaged chunk or manifest is set aside or rebuilt, never a reason to fail every later run.
+(Over 300 lines: the store and its streaming ``ChunkWriter`` share the chunk format's internals.)
 """
 from __future__ import annotations
 
@@ -24,8 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from visrec_pipelines.atomic import write_atomically
+from visrec_pipelines.vision.store_repair import set_aside, sweep_orphans, temp_name
 
 FORMAT_VERSION = 1
+CHUNK_ROWS = 1024   # published every this many rows: the most work a killed run can lose
 TOP_K = 10
 Loaded = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
 
@@ -50,6 +55,10 @@ class EmbeddingStore:
         self.path = Path(root) / encoder_id.replace(":", "_")
         self.chunks_dir = self.path / "chunks"
         self.chunks_dir.mkdir(parents=True, exist_ok=True)
+        self.repairs: list[str] = []         # what opening and reading had to mend, for reports
+        swept = sweep_orphans(self.chunks_dir)
+        if swept:
+            self.repairs.append(f"removed {swept} unfinished chunk file(s) left by a killed writer")
         self.manifest = self._open_manifest(preprocessing, dim)
         self._last_ns = 0
 
@@ -62,7 +71,7 @@ class EmbeddingStore:
     def plan(self, catalogue: pd.DataFrame, shard: tuple[int, int] | None = None) -> Plan:
         """catalogue: item_id, sha256 (+ anything, e.g. image_path, kept in to_embed).
         With shard=(i, n) only the items of shard i are considered, on both sides."""
-        catalogue = catalogue.drop_duplicates("item_id", keep="last")
+        catalogue = catalogue.drop_duplicates("item_id", keep="first")   # the catalogue's rule
         ids = catalogue["item_id"].astype(str)
         stored = self._live_keys()
         if shard is not None:
@@ -84,7 +93,7 @@ class EmbeddingStore:
         return self._write_table(self._table(batch.item_ids, batch.sha256, batch.features,
                                              batch.top_classes, batch.top_probs))
 
-    def writer(self, rows_per_chunk: int = 8192) -> ChunkWriter:
+    def writer(self, rows_per_chunk: int = CHUNK_ROWS) -> ChunkWriter:
         """Fewer, larger chunks than write(): `with store.writer() as w: w.write(batch)`."""
         return ChunkWriter(self, rows_per_chunk)
 
@@ -109,7 +118,7 @@ class EmbeddingStore:
         if len(keys):
             # Same time prefix as the newest merged chunk: chunks written later still sort after it.
             target = self.chunks_dir / f"{chunks[-1].name[:20]}-{uuid.uuid4().hex[:12]}.parquet"
-            tmp = self.chunks_dir / f".{target.name}.tmp"
+            tmp = self.chunks_dir / temp_name()
             with pq.ParquetWriter(tmp, self._schema()) as out:
                 for chunk, rows in keys.groupby("chunk")["row"]:
                     out.write_table(pq.read_table(chunk, memory_map=True).take(rows.to_numpy()))
@@ -155,7 +164,13 @@ class EmbeddingStore:
         chunks = self._chunk_paths() if chunks is None else chunks
         frames = []
         for chunk in chunks:
-            frame = pq.read_table(chunk, columns=["item_id", "sha256", "removed"]).to_pandas()
+            try:
+                frame = pq.read_table(chunk, columns=["item_id", "sha256", "removed"]).to_pandas()
+            except FileNotFoundError:    # compacted away by another process meanwhile
+                continue
+            except Exception as problem:  # pyarrow raises several types for a damaged file
+                self.repairs.append(set_aside(chunk, self.path, problem))
+                continue
             frames.append(frame.assign(chunk=str(chunk), row=np.arange(len(frame))))
         if not frames:
             return pd.DataFrame({"item_id": [], "sha256": [], "chunk": [], "row": []})
@@ -193,7 +208,7 @@ class EmbeddingStore:
                          "top_probs": fixed(top_probs, TOP_K, pa.float32())}, schema=self._schema())
 
     def _write_table(self, table: pa.Table) -> Path:
-        tmp = self.chunks_dir / f".{uuid.uuid4().hex}.tmp"
+        tmp = self.chunks_dir / temp_name()
         pq.write_table(table, tmp)
         return self._publish(tmp)
 
@@ -212,8 +227,8 @@ class EmbeddingStore:
 
     def _open_manifest(self, preprocessing: dict | None, dim: int | None) -> dict:
         path = self.path / "manifest.json"
-        if path.is_file():
-            manifest = json.loads(path.read_text())
+        manifest = self._read_manifest(path)
+        if manifest is not None:
             if manifest["encoder_id"] != self.encoder_id:
                 raise ValueError(f"{self.path} holds {manifest['encoder_id']}, not {self.encoder_id}")
             if dim is not None and manifest.get("dim") not in (None, dim):
@@ -224,6 +239,22 @@ class EmbeddingStore:
                     "preprocessing": preprocessing, "dim": dim}
         write_atomically(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return manifest
+
+    def _read_manifest(self, path: Path) -> dict | None:
+        """The manifest, or None if there is none; a damaged one is rebuilt from the chunks."""
+        if not path.is_file():
+            return None
+        try:
+            manifest = json.loads(path.read_text())
+            manifest["encoder_id"]
+            return manifest
+        except (ValueError, KeyError, TypeError, OSError) as problem:
+            dims = [_dim_of(c) for c in self._chunk_paths()]
+            self.repairs.append(f"manifest.json was unreadable ({type(problem).__name__}); rebuilt")
+            manifest = {"format": FORMAT_VERSION, "encoder_id": self.encoder_id, "preprocessing": None,
+                        "dim": next((d for d in dims if d), None)}
+            write_atomically(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            return manifest
 
     def _remember_dim(self, dim: int) -> None:
         if self.dim is None:
@@ -245,7 +276,7 @@ class ChunkWriter:
             return
         self.store._remember_dim(batch.features.shape[1])
         if self._file is None:
-            self._tmp = self.store.chunks_dir / f".{uuid.uuid4().hex}.tmp"
+            self._tmp = self.store.chunks_dir / temp_name()
             self._file = pq.ParquetWriter(self._tmp, self.store._schema())
         self._file.write_table(self.store._table(batch.item_ids, batch.sha256, batch.features,
                                                  batch.top_classes, batch.top_probs))
@@ -280,6 +311,15 @@ def _list(dtype, size) -> pa.DataType:
 def _matrix(column: pa.ChunkedArray, width: int, dtype) -> np.ndarray:
     values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
     return values.reshape(-1, width).astype(dtype, copy=False)
+
+
+def _dim_of(chunk: Path) -> int | None:
+    """The vector width of a chunk's first live row (None if it has none or cannot be read)."""
+    try:
+        column = pq.read_table(chunk, columns=["embedding"])["embedding"].drop_null()
+        return len(column[0]) if len(column) else None
+    except Exception:
+        return None
 
 
 def _in_shard(ids: pd.Series, index: int, n_shards: int) -> np.ndarray:
