@@ -114,3 +114,18 @@ def spawn():
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+
+
+@pytest.fixture
+def truncate_bundle():
+    """A function truncating a registered version's ``bundle.pkl`` in a local MLflow store (a torn
+    upload, a full disk): ``truncate_bundle(registry, version) -> the file``."""
+    return _truncate_bundle
+
+
+def _truncate_bundle(registry, version: str) -> Path:
+    model_id = registry.client().get_model_version(registry.model_name, version).source.split("/")[-1]
+    artifacts = registry.project_root / "mlflow" / "artifacts"
+    (path,) = artifacts.glob(f"**/{model_id}/**/bundle.pkl")
+    path.write_bytes(path.read_bytes()[:100])
+    return path

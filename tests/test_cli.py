@@ -33,7 +33,7 @@ def test_demo_then_run(isolated_env):
 def test_run_unknown_dataset_is_a_clear_error(isolated_env):
     result = CliRunner().invoke(main, ["run", "--dataset", "nope"])
     assert result.exit_code != 0
-    assert "not found" in str(result.exception) and "visrec data" in str(result.exception)
+    assert "not found" in result.output and "visrec data" in result.output
 
 
 def test_import_folder_then_run(isolated_env, tmp_path):
@@ -55,3 +55,23 @@ def test_import_folder_then_run(isolated_env, tmp_path):
     assert ran.exit_code == 0, ran.output
     assert len(pd.read_parquet(isolated_env / "warehouse" / "shop" / "behaviour_events.parquet")) == 3
     assert "rankers skipped" in ran.output   # three events teach no ranker: said, not crashed
+
+
+def test_errors_are_one_line_that_says_what_to_do(isolated_env, tmp_path):
+    (tmp_path / "items.csv").write_text("item_id,image\na,a.jpg\n")
+    (tmp_path / "events.csv").write_text("customer;article\nc1;a\n")
+    runner = CliRunner()
+    result = runner.invoke(main, ["data", "import", "folder", "--items", str(tmp_path / "items.csv"),
+                                  "--events", str(tmp_path / "events.csv"), "--images", str(tmp_path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"Error: {tmp_path / 'events.csv'}: required column(s) ['user_id', 'item_id',")
+    assert "it has ['customer', 'article']" in line and "the events table needs the columns" in line
+
+    bad_setting = runner.invoke(main, ["run"], env={"VISREC_EXECUTOR": "threads"})
+    assert bad_setting.exit_code == 1
+    assert bad_setting.output.strip() == ("Error: setting VISREC_EXECUTOR is invalid: Input should be "
+                                          "'in_process' or 'multiprocess' (got 'threads')")
+    traced = runner.invoke(main, ["--traceback", "data", "import", "folder", "--items", str(tmp_path / "items.csv"),
+                                  "--events", str(tmp_path / "events.csv"), "--images", str(tmp_path)])
+    assert traced.exception is not None and "required column" in str(traced.exception)   # the real error

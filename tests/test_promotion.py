@@ -79,6 +79,28 @@ def test_rollback_restores_previous(settings, split):
         registry.rollback()
 
 
+def test_a_champion_that_cannot_be_loaded_blocks_nobody(settings, split, truncate_bundle):
+    """A truncated champion artifact: the gate compares with the newest earlier champion that loads,
+    and says so; with none left, the challenger is promoted, and the review says why."""
+    registry = settings.registry("torn")
+    first = register(registry, split, MostPop())
+    assert gate(registry, split, *first).promote
+    second = register(registry, split, MostPop())
+    registry.set_champion(second[2])                       # e.g. promoted by hand
+    truncate_bundle(registry, second[2])
+    challenger = register(registry, split, AntiPop())
+    decision, compared = promotion.run_gate(registry, challenger[2], challenger[1], challenger[0], split)
+    assert compared == first[2] and not decision.promote
+    assert decision.reasons[0].startswith(f"champion v{second[2]} cannot be loaded")
+    assert decision.reasons[1] == f"compared with v{first[2]} instead"
+
+    truncate_bundle(registry, first[2])
+    decision, compared = promotion.run_gate(registry, challenger[2], challenger[1], challenger[0], split)
+    assert decision.promote and compared is None
+    assert "no earlier champion loads either" in decision.summary()
+    assert str(registry.current_champion().version) == challenger[2]
+
+
 def test_decide_rules():
     champion = {"ndcg@20": 0.10, "cold_recall@20": 0.05}
     assert promotion.decide({"ndcg@20": 0.12, "cold_recall@20": 0.05}, champion, margin=0.1).promote
@@ -102,3 +124,8 @@ def test_cli_rollback(isolated_env, split):
     assert f"champion = version {second[2]}" in status.output
     rolled = CliRunner().invoke(main, ["promote", "--dataset", "cli", "--rollback"])
     assert rolled.exit_code == 0 and f"rolled back to version {first[2]}" in rolled.output
+    again = CliRunner().invoke(main, ["promote", "--dataset", "cli", "--rollback"])   # nothing left
+    assert again.exit_code == 1 and "Traceback" not in again.output
+    assert again.output.strip().splitlines()[-1] == (
+        "Error: visrec-ranker-cli has no previous champion to roll back to (champion history: ['1']); "
+        "a rollback needs two promotions")

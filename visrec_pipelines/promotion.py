@@ -35,7 +35,7 @@ def decide(challenger: dict, champion: dict | None, margin: float = 0.0,
             for m in GATE_METRICS]
     table = pd.DataFrame(rows).assign(delta=lambda t: t["challenger"] - t["champion"])
     if champion is None:
-        return GateDecision(True, ["there is no champion yet"], table)
+        return GateDecision(True, ["there is no champion to compare with"], table)
     needed = champion["ndcg@20"] * (1 + margin)
     reasons, promote = [], True
     if not challenger["ndcg@20"] > needed:
@@ -88,17 +88,35 @@ def run_gate(registry: Registry, version: str, run_id: str, challenger_metrics: 
              margin: float = 0.0, cold_tolerance: float = 0.01) -> tuple[GateDecision, str | None]:
     """Re-score the champion on ``split``, decide, attach the review, promote if deserved.
     Returns the decision and the champion version it was compared with."""
-    from .recsys.bundle import BundleRanker
-    from .recsys.metrics import evaluate
-
-    champion = registry.current_champion()
-    champion_version = str(champion.version) if champion is not None else None
-    champion_metrics = None
-    if champion_version is not None:
-        bundle = registry.load_bundle(champion_version)
-        champion_metrics = evaluate(BundleRanker(bundle, split.train), split)
+    champion_version, champion_metrics, problems = champion_to_beat(registry, split)
     decision = decide(challenger_metrics, champion_metrics, margin=margin, cold_tolerance=cold_tolerance)
+    if problems:      # said first: why the comparison is not with the alias's version
+        decision.reasons[:0] = problems + ([f"compared with v{champion_version} instead"]
+                                           if champion_version else ["no earlier champion loads either"])
     attach_review(registry, version, run_id, decision, champion_version)
     if decision.promote:
         registry.set_champion(version)
     return decision, champion_version
+
+
+def champion_to_beat(registry: Registry, split) -> tuple[str | None, dict | None, list[str]]:
+    """(version, metrics on ``split``, problems): the champion, re-scored; if its artifact cannot be
+    loaded (a truncated bundle, a lost artifact store), the newest earlier champion that can. A
+    broken champion must not block every challenger forever, nor be beaten by default when a
+    sound earlier one exists."""
+    from .recsys.bundle import BundleRanker
+    from .recsys.metrics import evaluate
+
+    champion = registry.current_champion()
+    if champion is None:
+        return None, None, []
+    alias = str(champion.version)
+    problems = []
+    for candidate in [alias] + [v for v in reversed(registry.history()) if v != alias]:
+        try:
+            bundle = registry.load_bundle(candidate)
+        except Exception as exc:     # unpickling garbage can raise anything
+            problems.append(f"champion v{candidate} cannot be loaded ({type(exc).__name__}: {str(exc)[:160]})")
+            continue
+        return candidate, evaluate(BundleRanker(bundle, split.train), split), problems
+    return None, None, problems

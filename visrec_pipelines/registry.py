@@ -113,7 +113,15 @@ class Registry:
         return model.unwrap_python_model().bundle
 
     def history(self) -> list[str]:
-        tags = self.client().get_registered_model(self.model_name).tags
+        """Champion versions, oldest first ([] before the first registration)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client().get_registered_model(self.model_name).tags
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return []
+            raise
         return json.loads(tags.get(HISTORY_TAG, "[]"))
 
     def set_champion(self, version: str) -> None:
@@ -127,7 +135,7 @@ class Registry:
         past = self.history()
         if len(past) < 2:
             raise NoPreviousChampion(f"{self.model_name} has no previous champion to roll back to "
-                                     f"(history: {past})")
+                                     f"(champion history: {past}); a rollback needs two promotions")
         previous = past[-2]
         client.set_registered_model_alias(self.model_name, CHAMPION, previous)
         client.set_registered_model_tag(self.model_name, HISTORY_TAG, json.dumps(past[:-1]))

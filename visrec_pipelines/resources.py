@@ -17,7 +17,7 @@ from .data.contract import Dataset
 from .registry import Registry
 from .settings import Settings
 from .versioning import dataset_version
-from .warehouse import Warehouse
+from .warehouse import DamagedWarehouseFile, Warehouse
 
 
 class DatasetResource(ConfigurableResource):
@@ -74,9 +74,12 @@ class WarehouseIOManager(ConfigurableIOManager):
 
     def load_input(self, context: InputContext):
         stem = self._stem(context)
-        if stem.with_suffix(".parquet").exists():
-            return pd.read_parquet(stem.with_suffix(".parquet"))
-        return pickle.loads(stem.with_suffix(".pkl").read_bytes())
+        path = stem.with_suffix(".parquet")
+        path = path if path.exists() else stem.with_suffix(".pkl")
+        try:
+            return pd.read_parquet(path) if path.suffix == ".parquet" else pickle.loads(path.read_bytes())
+        except Exception as problem:     # a damaged value: say which and how to rebuild it
+            raise DamagedWarehouseFile(path, context.asset_key.to_user_string(), problem) from problem
 
 
 class EncoderResource(ConfigurableResource):
@@ -125,6 +128,10 @@ class VectorIndexResource(ConfigurableResource):
         from .index.milvus_index import open_item_index
 
         return open_item_index(warehouse, self.uri, self.token, purpose)
+
+    def lite_file(self, warehouse: Warehouse, purpose: str = "items") -> Path | None:
+        """The milvus-lite database this resource uses, or None for a Milvus server."""
+        return None if self.uri else warehouse.milvus_lite_file(purpose)
 
 
 def default_resources(settings: Settings) -> dict:

@@ -1,6 +1,8 @@
 """Run the asset graph in-process on one dataset and summarise what happened."""
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 
@@ -8,6 +10,7 @@ from .data.contract import Dataset, DatasetError
 from .settings import DEFAULT_DATASET, Settings
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+HOST_TAG, PID_TAG = "visrec/host", "visrec/pid"    # who runs an in-process run (no daemon watches it)
 
 
 def ensure_dataset(settings: Settings, echo: Callable[[str], None]) -> Dataset:
@@ -34,6 +37,32 @@ def dagster_instance(settings: Settings):
     return DagsterInstance.from_config(str(home))
 
 
+def fail_abandoned_runs(instance) -> list[str]:
+    """Runs this machine started in-process whose process has died (``kill -9``, a crash, a
+    reboot) stay STARTED for ever: nothing else watches them. Mark them failed, and say so."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    said = []
+    started = instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED],
+                                                   tags={HOST_TAG: socket.gethostname()}))
+    for run in started:
+        pid = run.tags.get(PID_TAG, "")
+        if pid.isdigit() and not _alive(int(pid)):
+            instance.report_run_failed(run, f"the process that ran it (pid {pid}) is gone")
+            said.append(f"run {run.run_id} was left STARTED by a process that died (pid {pid}): marked failed")
+    return said
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_pipeline(dataset_name: str | None = None, echo: Callable[[str], None] = print,
                  settings: Settings | None = None) -> bool:
     """Materialise every asset (with checks) on ``dataset_name`` (default: the settings'); returns
@@ -47,8 +76,10 @@ def run_pipeline(dataset_name: str | None = None, echo: Callable[[str], None] = 
          f"(Dagster home {settings.dagster_home_dir})")
     started = time.perf_counter()
     with dagster_instance(settings) as instance:
-        result = job.execute_in_process(instance=instance, run_config=QUIET_LOGS,
-                                        raise_on_error=False)
+        for line in fail_abandoned_runs(instance):
+            echo(line)
+        result = job.execute_in_process(instance=instance, run_config=QUIET_LOGS, raise_on_error=False,
+                                        tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
     for line in summarise(result):
         echo(line)
     said_no = gates_that_said_no(result)

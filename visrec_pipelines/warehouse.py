@@ -14,6 +14,15 @@ import pandas as pd
 ITEMS_ALIAS = "visrec_items"
 
 
+class DamagedWarehouseFile(RuntimeError):
+    """An asset's stored value cannot be read back; says which and how to rebuild it."""
+
+    def __init__(self, path: Path, asset: str, problem: Exception):
+        super().__init__(f"{path} cannot be read ({type(problem).__name__}: {str(problem)[:200]}); "
+                         f"materialise {asset} again to rebuild it (e.g. visrec run)")
+        self.path, self.asset = path, asset
+
+
 @dataclass(frozen=True)
 class Warehouse:
     root: Path
@@ -36,9 +45,15 @@ class Warehouse:
         return self.asset_stem(asset).with_suffix(".parquet")
 
     def read_table(self, asset: str, columns: list[str] | None = None) -> pd.DataFrame | None:
-        """An asset's last materialised table, or None if it has none yet."""
+        """An asset's last materialised table, or None if it has none yet; DamagedWarehouseFile if
+        the file is there but unreadable (a torn write, a full disk, a hand edit)."""
         path = self.table_path(asset)
-        return pd.read_parquet(path, columns=columns) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return pd.read_parquet(path, columns=columns)
+        except Exception as problem:          # pyarrow raises several types for a damaged file
+            raise DamagedWarehouseFile(path, asset, problem) from problem
 
     # --- files assets keep besides their values -------------------------------------------------
     @property

@@ -1,4 +1,6 @@
 """The data half of the asset graph end to end on a small demo shop with planted bad inputs."""
+import hashlib
+
 import pandas as pd
 import pytest
 
@@ -6,6 +8,7 @@ from visrec_pipelines.data.contract import write_table
 from visrec_pipelines.data.demo import generate_demo
 from visrec_pipelines.definitions import build_definitions
 from visrec_pipelines.runner import dagster_instance, run_pipeline
+from visrec_pipelines.vision.embedding_store import EmbeddingStore
 
 BAD_EVENTS = [
     {"user_id": "u0000", "item_id": "no-such-item", "event_type": "view", "value": None,
@@ -14,6 +17,8 @@ BAD_EVENTS = [
      "timestamp": "2025-02-01T00:00:00Z"},
     {"user_id": "u0000", "item_id": "i00001", "event_type": "view", "value": None,
      "timestamp": "not a date"},
+    {"user_id": "u0000", "item_id": "i00001", "event_type": "rating", "value": "1e999",
+     "timestamp": "2025-02-02T00:00:00Z"},                          # overflows to inf: not stored as 1.0
 ]
 
 
@@ -23,7 +28,8 @@ def shop(settings):
     (ds.images_dir / "broken.jpg").write_text("this is a text file, not a picture")
     items = ds.read_items()
     broken = {"item_id": "broken", "image_path": "images/broken.jpg", "title": "Broken"}
-    write_table(pd.concat([items, pd.DataFrame([broken])], ignore_index=True), ds.items_path)
+    repeated = {"item_id": "i00002", "image_path": items["image_path"].iloc[5], "title": "Same id, other picture"}
+    write_table(pd.concat([items, pd.DataFrame([broken, repeated])], ignore_index=True), ds.items_path)
     events = ds.read_events()
     write_table(pd.concat([events, pd.DataFrame(BAD_EVENTS)], ignore_index=True), ds.events_path)
     return ds
@@ -38,7 +44,7 @@ def test_run_materialises_everything_and_loses_nothing(shop, settings):
     items_in, events_in = len(shop.read_items()), len(shop.read_events())
 
     raw, bad_images = warehouse(settings, "raw_images"), warehouse(settings, "quarantined_images")
-    assert len(raw) + len(bad_images) == items_in
+    assert len(raw) + len(bad_images) == items_in - 1                   # one row repeats an id
     assert bad_images.set_index("item_id").loc["broken", "reason"] == "not_an_image"
 
     catalogue, excluded = warehouse(settings, "item_catalogue"), warehouse(settings, "excluded_items")
@@ -47,13 +53,22 @@ def test_run_materialises_everything_and_loses_nothing(shop, settings):
 
     valid, bad_events = warehouse(settings, "behaviour_events"), warehouse(settings, "quarantined_events")
     assert len(valid) + len(bad_events) == events_in
-    assert sorted(bad_events["failed_checks"]) == ["item_id_known", "rating_in_range", "timestamp_parseable"]
+    assert sorted(bad_events["failed_checks"]) == ["item_id_known", "rating_in_range", "timestamp_parseable",
+                                                    "value_numeric"]
+    assert raw["item_id"].is_unique                                    # the repeated id: first row only
+    first_image = hashlib.sha256(shop.image_file("images/i00002.jpg").read_bytes()).hexdigest()
+    assert raw.set_index("item_id").loc["i00002", "sha256"] == first_image
+    assert excluded.set_index("title").loc["Same id, other picture", "failed_checks"] == "item_id_unique"
+    store = EmbeddingStore(settings.warehouse_for("demo").embeddings_dir,
+                           warehouse(settings, "image_embeddings")["encoder_id"].iloc[0])
+    stored = store.plan(raw[["item_id", "sha256"]])
+    assert stored.unchanged == len(raw) and stored.to_embed.empty      # the embedding is of that image too
 
     with dagster_instance(settings) as instance:
         record = instance.get_latest_materialization_event(
             __import__("dagster").AssetKey("behaviour_events"))
         metadata = record.asset_materialization.metadata
-        assert metadata["quarantined"].value == 3
+        assert metadata["quarantined"].value == 4
         assert metadata["dataset_version"].value.endswith(".dir")
 
 

@@ -13,7 +13,7 @@ from dagster import (
     multi_asset,
 )
 
-from ..quality.behaviour import ITEMS_SUITE, validate_items
+from ..quality.behaviour import ITEMS_SUITE, image_candidates, validate_items
 from ..quality.suites import check_names
 from ..resources import DatasetResource
 from ..vision.images import ImageCheckCache, ImageLimits, thumbnail_data_uri, validate_images
@@ -50,11 +50,11 @@ def raw_images(context: AssetExecutionContext, config: ImageCheckConfig, dataset
     checks = ImageCheckCache(dataset.warehouse.image_checks)
     cache = checks.load()
     before = dict(cache)
-    accepted, quarantined = validate_images(catalogue_source, ds.image_file, limits, progress=True,
-                                            cache=cache)
+    candidates = image_candidates(catalogue_source)
+    accepted, quarantined = validate_images(candidates, ds.image_file, limits, progress=True, cache=cache)
     reused = sum(1 for path, entry in cache.items() if before.get(path) is entry)
-    checks.save(cache, keep=set(catalogue_source["image_path"].dropna().astype(str)))
-    total = len(catalogue_source)
+    checks.save(cache, keep=set(candidates["image_path"].dropna().astype(str)))
+    total = len(candidates)
     fraction = len(quarantined) / total if total else 0.0
     thumbnails = [(f"{r.item_id} ({r.notes or 'ok'})", thumbnail_data_uri(ds.image_file(r.image_path)))
                   for r in accepted.head(8).itertuples()]
@@ -63,6 +63,7 @@ def raw_images(context: AssetExecutionContext, config: ImageCheckConfig, dataset
         **dataset_metadata(dataset.version()), "images_in": total, "accepted": len(accepted),
         "quarantined": len(quarantined), "normalised": int((accepted["notes"] != "").sum()),
         "opened_now": total - reused, "unchanged_reused": reused,
+        "rows_not_checked": len(catalogue_source) - total,   # no id, a repeated id or unreadable row
         "thumbnails": gallery(thumbnails)})
     yield Output(quarantined, output_name="quarantined_images", metadata={
         "rows": len(quarantined), "by_reason": counts_table(reasons),
@@ -87,7 +88,8 @@ def item_catalogue(dataset: DatasetResource, catalogue_source: pd.DataFrame,
     catalogue = valid[has_image].merge(
         raw_images.drop_duplicates("item_id")[["item_id", "width", "height", "sha256"]],
         on="item_id", how="left")
-    image_reasons = quarantined_images.drop_duplicates("item_id").set_index("item_id")["reason"]
+    image_reasons = {**dataset.dataset.import_image_problems(),
+                     **quarantined_images.drop_duplicates("item_id").set_index("item_id")["reason"].to_dict()}
     no_image = valid[~has_image]
     no_image = no_image.assign(failed_checks="usable_image", reason=[
         f"no usable image: {image_reasons.get(item_id, 'not checked')}" for item_id in no_image["item_id"]])

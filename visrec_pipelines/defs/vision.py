@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 
-from ..index.exact import ExactIndex
+from ..index.updating import update_item_index
 from ..resources import DatasetResource, DetectorResource, EncoderResource, RegistryResource, VectorIndexResource
 from ..vision.embedding_job import update_embeddings
 from ..vision.embedding_store import EmbeddingStore
@@ -16,6 +16,7 @@ from ..vision.head_runs import train_and_log_heads
 from ..vision.heads import label_probabilities
 from ..vision.images import thumbnail_data_uri
 from ..vision.tagging import combine_tag_tables, detector_tag_lists, tag_items, tag_quality, unchanged_tags
+from ..warehouse import DamagedWarehouseFile
 from .metadata import dataset_metadata, gallery, table_preview
 
 GROUP = "vision"
@@ -50,6 +51,8 @@ def image_embeddings(context: AssetExecutionContext, config: EmbeddingConfig, da
                                    batch_size=config.batch_size, progress=True)
     store.compact()
     item_ids, _, top_classes, top_probs = store.load()
+    for repair in store.repairs:
+        context.log.warning(f"embedding store repaired: {repair}")
     names = model.class_names or []
     frame = pd.DataFrame({
         "item_id": item_ids, "encoder_id": model.encoder_id,
@@ -59,7 +62,8 @@ def image_embeddings(context: AssetExecutionContext, config: EmbeddingConfig, da
     metadata = {**dataset_metadata(dataset.version()), "encoder_id": model.encoder_id,
                 "runtime": model.runtime, "dim": model.dim,
                 "preprocessing": MetadataValue.json(model.preprocessing.describe()),
-                "vectors": len(frame), "parallel_shards": config.parallel_shards}
+                "vectors": len(frame), "parallel_shards": config.parallel_shards,
+                "repairs": "; ".join(store.repairs) or "none"}
     if report is not None:
         metadata.update(embedded_now=report.embedded, unchanged=report.unchanged, removed=report.removed,
                         failures=len(report.failures), images_per_second=round(report.images_per_second, 1))
@@ -113,7 +117,7 @@ def semantic_tags(context: AssetExecutionContext, config: TagConfig, dataset: Da
                   detector: DetectorResource, image_embeddings: pd.DataFrame, tag_heads: list,
                   item_catalogue: pd.DataFrame) -> Output[pd.DataFrame]:
     store = open_store(dataset, image_embeddings["encoder_id"].iloc[0])
-    previous = dataset.warehouse.read_table("semantic_tags") if config.only_items else None
+    previous, repairs = _previous_tags(context, dataset) if config.only_items else (None, [])
     wanted = item_catalogue["item_id"]
     if previous is not None:   # incremental: tag the changed items, keep the rest as they were
         kept = unchanged_tags(previous, wanted, config.only_items)
@@ -139,9 +143,19 @@ def semantic_tags(context: AssetExecutionContext, config: TagConfig, dataset: Da
                                   "tagged_now": tagged_now, "mode": "incremental" if previous is not None else "full",
                                   "mean_tags_per_item": round(float(tags["tag_names"].map(len).mean()), 2),
                                   "detector": "configured" if object_detector is not None else "none",
+                                  "repairs": "; ".join(repairs) or "none",
                                   **{k: round(v, 4) for k, v in quality.items()},
                                   "thumbnails": gallery(shown),
                                   "preview": table_preview(tags[["item_id", "tag_text"]])})
+
+
+def _previous_tags(context: AssetExecutionContext, dataset: DatasetResource) -> tuple[pd.DataFrame | None, list]:
+    """The last tag table to update in place; None (tag everything) if it is missing or damaged."""
+    try:
+        return dataset.warehouse.read_table("semantic_tags"), []
+    except DamagedWarehouseFile as damaged:
+        context.log.warning(f"{damaged}; tagging the whole catalogue instead")
+        return None, ["the last tag table could not be read; tagged the whole catalogue"]
 
 
 @asset(group_name=GROUP, description="Milvus collection of item vectors + tags/category (switched by alias), "
@@ -156,20 +170,12 @@ def item_index(context: AssetExecutionContext, config: CatalogueChangeConfig, da
     categories = tags["top_category"].fillna("").tolist()
     tag_lists = [list(t) if t is not None else [] for t in tags["tag_names"]]
     titles = items["title"].fillna("").tolist()
-    snapshot_path = dataset.warehouse.item_index_snapshot
-    change = {"mode": "full"}
-    with vector_index.open(dataset.warehouse) as index:
-        previous = _incremental_base(config, index, snapshot_path)
-        if previous is None:
-            collection = index.build(ids, features, categories, tag_lists, titles)
-        else:  # the sensor named what changed: touch those rows only, in Milvus and the snapshot
-            change = {"mode": "incremental", **index.apply_changes(
-                ids, features, categories, tag_lists, titles, config.only_items, config.removed_items)}
-            collection = index.current_collection()
-        count = index.count()
-    version = collection if previous is None else f"{collection}#{context.run_id[:8]}"
-    snapshot = ExactIndex(ids, features, categories, tag_lists, source=version)
-    snapshot_path = snapshot.save(snapshot_path)
+    update = update_item_index(lambda: vector_index.open(dataset.warehouse), vector_index.lite_file(dataset.warehouse),
+                               dataset.warehouse.item_index_snapshot, ids, features, categories, tag_lists, titles,
+                               config.only_items, config.removed_items, run_tag=context.run_id[:8])
+    for repair in update.repairs:
+        context.log.warning(f"item index repaired: {repair}")
+    snapshot, collection = update.snapshot, update.collection
     examples = list(ids[: 3])
     rows = []
     for item_id in examples:
@@ -180,16 +186,7 @@ def item_index(context: AssetExecutionContext, config: CatalogueChangeConfig, da
         rows.extend(cells)
     frame = pd.DataFrame({"item_id": ids, "category": categories, "collection": collection})
     return Output(frame, metadata={**dataset_metadata(dataset.version()), "collection": collection,
-                                   "indexed": count, "snapshot": str(snapshot_path), "version": version,
-                                   **change,
+                                   "indexed": update.count, "snapshot": str(dataset.warehouse.item_index_snapshot),
+                                   "version": update.version, **update.change,
+                                   "repairs": "; ".join(update.repairs) or "none",
                                    "nearest_neighbours": gallery(rows)})
-
-
-def _incremental_base(config: CatalogueChangeConfig, index, snapshot_path: Path):
-    """The snapshot to update in place, or None for a full build: when the sensor gave no change
-    list, or the live collection is not the one the last snapshot was taken from."""
-    if not (config.only_items or config.removed_items) or not snapshot_path.exists():
-        return None
-    previous = ExactIndex.load(snapshot_path)
-    live = index.current_collection()
-    return previous if live is not None and previous.source.split("#")[0] == live else None

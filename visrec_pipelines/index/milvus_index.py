@@ -36,6 +36,10 @@ _lite_users: dict[str, int] = {}
 _lite_users_lock = threading.Lock()
 
 
+class MilvusLocked(RuntimeError):
+    """Another process holds the milvus-lite database (one process per file)."""
+
+
 def open_item_index(warehouse, uri: str | None = None, token: str = "", purpose: str = "items") -> MilvusItemIndex:
     """A dataset's index: the Milvus server at ``uri`` (``Settings.milvus_uri``), else its milvus-lite
     file in the warehouse; one alias per dataset and purpose (``warehouse.Warehouse``). With
@@ -255,7 +259,7 @@ def _connect(uri: str, lite_path: str | None, token: str) -> MilvusClient:
         try:
             client = MilvusClient(uri=lite_path)
         except ConnectionConfigException as e:
-            raise RuntimeError(f"cannot open the milvus-lite database {lite_path}: another process "
+            raise MilvusLocked(f"cannot open the milvus-lite database {lite_path}: another process "
                                "probably holds its lock (one process per file); close it there, or "
                                "use a Milvus server URI") from e
         _lite_users[lite_path] = _lite_users.get(lite_path, 0) + 1
