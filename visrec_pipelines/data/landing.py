@@ -66,6 +66,8 @@ class EventLanding:
         try:
             self._create()
         except sqlite3.DatabaseError as problem:   # a damaged ledger: rebuild it from the files
+            if isinstance(problem, sqlite3.OperationalError):
+                raise                               # locked or unreachable is not damaged: never rebuild then
             aside = self.ledger_path.with_name(f"{LEDGER_NAME}.corrupt-{uuid.uuid4().hex[:8]}")
             os.replace(self.ledger_path, aside)
             for suffix in ("-journal", "-wal", "-shm"):

@@ -20,6 +20,7 @@ from .image_search import ImageSearch
 from .inbox import EventInbox
 from .limits import BodyLimit
 from .manager import StateManager
+from .thumbnails import Thumbnails
 
 
 def create_app(settings: Settings | None = None, manager: StateManager | None = None,
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None, manager: StateManager | None = 
                   description="Recommendations from the champion ranker, visually similar items, search by "
                               "image and feedback events for one dataset. The gallery is at /.")
     app.state.settings, app.state.manager, app.state.images = settings, manager, images
-    app.state.inbox = EventInbox()
+    app.state.inbox, app.state.thumbnails = EventInbox(), Thumbnails()
     app.add_middleware(BodyLimit, limits={search.PATH: settings.max_upload_bytes + 64 * 1024,
                                           "/events": settings.max_json_bytes}, default=64 * 1024)
     add_exception_handlers(app)

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..settings import Settings
 from ..vision.images import ImageLimits, ImageRejected, load_rgb
+from .problems import public
 
 if TYPE_CHECKING:   # importing the encoders imports torch (seconds): only the loader thread does
     from ..vision.encoders import ImageEncoder
@@ -69,7 +70,7 @@ class ImageSearch:
 
             self.encoder = shared_encoder(self.encoder_name, self.weights_path, cache_dir=self.cache_dir)
         except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = public(exc)          # shown by /status and in 503 details: no paths
 
     def wait(self, timeout: float) -> bool:
         if self._thread is not None:

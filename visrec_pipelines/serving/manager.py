@@ -3,7 +3,9 @@
 ``StateManager.reload`` asks both sources (``sources``) what should serve, builds a new state beside
 the running one when either changed, and swaps only if it built: the swap is one reference
 assignment (see ``queries``). A thread calls ``reload`` every ``serving_poll_s`` seconds; a version
-that fails is reported in ``status()`` and the previous one keeps serving.
+that fails is reported in ``status()`` and the previous one keeps serving; ``reload(force=True)``
+(``POST /admin/reload``) retries failed versions at once. Everything ``status()`` says passes
+through ``problems.public``: what failed and why, without absolute paths or multi-line dumps.
 """
 import gc
 import logging
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from ..settings import Settings
 from ..times import iso_utc
+from .problems import public
 from .queries import ServingState
 from .sources import ChampionSource, IndexSource, read_state
 
@@ -56,6 +59,9 @@ class StateManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._checks = _Checks()
+        # folders whose paths /status shows relative to them (the dataset's, the warehouse's, ...)
+        self.public_roots = (settings.dataset_folder().root, settings.warehouse_for().dir,
+                             settings.assets_dir, settings.warehouse_dir, settings.root_dir)
         self.indexes = IndexSource(settings, self._report)
         self.champions = ChampionSource(settings, self._report, champion_loader)
 
@@ -95,13 +101,15 @@ class StateManager:
         return False
 
     # --- one check ------------------------------------------------------------------------------
-    def reload(self) -> dict:
-        """Load what changed and swap it in if it all loaded; returns what happened."""
+    def reload(self, force: bool = False) -> dict:
+        """Load what changed and swap it in if it all loaded; returns what happened. ``force``:
+        versions that failed are tried again now, not after RETRY_FAILED_S."""
         with self._reload_lock:
             current = self._state
             self._checks.last_check_at = time.time()
-            index, index_changed = self.indexes.next(current.index if current is not None else None)
-            champion, champion_changed = self.champions.next(current.champion if current is not None else None)
+            index, index_changed = self.indexes.next(current.index if current is not None else None, force)
+            champion, champion_changed = self.champions.next(current.champion if current is not None else None,
+                                                             force)
             outcome = {"swapped": False, "champion_changed": champion_changed, "index_changed": index_changed}
             if current is not None and not (index_changed or champion_changed):
                 return outcome
@@ -130,8 +138,11 @@ class StateManager:
 
     # --- reporting ------------------------------------------------------------------------------
     def _report(self, component: str, version: str | None, error: str) -> None:
-        self._checks.errors.append(LoadReport(time.time(), component, version, error))
-        log.error("%s %s: %s", component, version or "", error)
+        log.error("%s %s: %s", component, version or "", error)     # the log keeps the whole text
+        self._checks.errors.append(LoadReport(time.time(), component, version, self.public(error)))
+
+    def public(self, problem: BaseException | str) -> str:
+        return public(problem, self.public_roots)
 
     def status(self) -> dict:
         state, checks = self._state, self._checks
@@ -152,6 +163,7 @@ class StateManager:
                 "loaded_at": _iso(index.loaded_at), "source": self.settings.index_source,
                 "location": index.location, "neighbour_table": index.similar.neighbour_rows is not None},
             "catalogue_items": len(state.catalogue) if state is not None else 0,
+            "problems": [self.public(p) for p in state.problems] if state is not None else [],
             "last_check_at": _iso(checks.last_check_at), "last_swap_at": _iso(checks.last_swap_at),
             "swaps": checks.swaps,
             "last_error": errors[-1] if errors else None,

@@ -14,12 +14,13 @@ from ..settings import Settings
 from . import reasons
 from .catalogue import ItemCatalogue
 from .champion import Champion
+from .problems import Unavailable
 from .row_maps import RowMaps
 from .similar import SimilarItems, fast_top_k
 
 
-class NotReady(RuntimeError):
-    """The component a request needs (champion, index, encoder) is not loaded yet."""
+class NotReady(Unavailable):
+    """The component a request needs (champion, index, encoder) is not loaded yet (503)."""
 
 
 class NotFound(KeyError):
@@ -58,14 +59,18 @@ class ServingState:
 
     def __init__(self, settings: Settings, champion: Champion | None, index: IndexSnapshot | None,
                  catalogue: ItemCatalogue, rows: RowMaps, histories: dict[str, np.ndarray],
-                 index_encoder_id: str | None):
+                 index_encoder_id: str | None, problems: tuple[str, ...] = ()):
         self.settings, self.champion, self.index = settings, champion, index
         self.similar = index.similar if index is not None else None
         self.catalogue, self.dataset, self.rows = catalogue, catalogue.dataset, rows
         self.histories = histories            # user id -> catalogue rows, most recent first
         self.index_encoder_id = index_encoder_id   # the encoder the index was embedded with, if known
         self.popularity = rows.popularity
-        self.cold_rows, self.cold_ranks = reasons.diverse_popular_order(self.popularity, catalogue.categories)
+        self.problems = list(problems)        # what this state had to do without (see /status)
+        shown = np.flatnonzero(rows.showable)  # cold start: popular among the items that may be shown
+        order, self.cold_ranks = reasons.diverse_popular_order(self.popularity[shown],
+                                                               [catalogue.categories[r] for r in shown.tolist()])
+        self.cold_rows = shown[order]
         self._context = lru_cache(maxsize=settings.user_cache_size)(self._user_context)
         self._mask = lru_cache(maxsize=256)(self._champion_mask)
         self._candidates = lru_cache(maxsize=256)(self._champion_candidates)
@@ -131,7 +136,7 @@ class ServingState:
         user's first request, then cached (LRU) with this state."""
         champion, cat, maps = self.champion, self.catalogue, self.rows
         scores = champion.scores(user_row)
-        scores += maps.unknown_bias
+        scores += maps.hidden_bias
         history = self.history_rows(user_id)
         in_champion = maps.cat_to_champ[history]
         excluded = np.union1d(champion.seen_items(user_row), in_champion[in_champion >= 0])
@@ -200,7 +205,7 @@ class ServingState:
             candidates = self._candidates(tuple(tags)) if tags else None
             scores = champion.scores(user_row, candidates)
             items_scored = candidates if candidates is not None else np.arange(champion.n_items)
-            scores += maps.unknown_bias[items_scored]
+            scores += maps.hidden_bias[items_scored]
             scores[np.isin(items_scored, context.excluded, assume_unique=True)] = -np.inf
             best = fast_top_k(scores, k)
             best = best[np.isfinite(scores[best])]
@@ -264,11 +269,17 @@ class ServingState:
         return {"index_version": similar.version, "tags": tags, "k": k, "items": items}
 
     def _index_filter(self, tags: list[str]):
-        """(mask over index rows, sorted rows) carrying every tag, or (None, None) for no filter."""
-        return self._index_masks(tuple(tags)) if tags else (None, None)
+        """(mask over index rows, sorted rows) the catalogue lists and carrying every tag, or
+        (None, None) for no filter."""
+        if not tags and self.rows.listed_index_rows is None:
+            return None, None
+        return self._index_masks(tuple(tags))
 
     def _index_mask(self, tags: tuple[str, ...]):
-        rows = self.similar.index.candidate_rows(tags=list(tags))
+        listed = self.rows.listed_index_rows
+        rows = self.similar.index.candidate_rows(tags=list(tags)) if tags else listed
+        if tags and listed is not None:
+            rows = np.intersect1d(rows, listed, assume_unique=True)
         mask = np.zeros(len(self.similar), dtype=bool)
         mask[rows] = True
         return mask, rows

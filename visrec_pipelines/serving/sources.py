@@ -2,11 +2,13 @@
 snapshot or Milvus, and the rest of a state from the dataset and the warehouse.
 
 At every check each source answers "what should serve now?" given what serves: the same object
-(nothing changed, or the new version failed: it is reported and not retried until it changes), or
-a freshly loaded, checked one. When nothing serves yet and the champion alias points at a version
-that cannot be loaded, the champion source falls back to the last version that served here
-(``last_good.json``, written atomically after every swap), then to earlier champions from the
-registry's history, newest first. Failures go to ``report(component, version, error)``.
+(nothing changed, or the new version failed: it is reported, and while something serves it is not
+retried for RETRY_FAILED_S unless the check is forced, as ``POST /admin/reload`` does), or a freshly
+loaded, checked one. When the champion alias points at a version that cannot be loaded and nothing
+serves, the champion source falls back to the last version that served here (``last_good.json``,
+written atomically after every swap), then to earlier champions from the registry's history,
+newest first; with nothing serving, every check tries that chain again. Failures go to
+``report(component, version, error)``.
 """
 import json
 import logging
@@ -43,8 +45,8 @@ class IndexSource:
         self.warehouse = settings.warehouse_for()
         self._failed: object = None          # signature of the version that failed to load
 
-    def next(self, kept: IndexSnapshot | None) -> tuple[IndexSnapshot | None, bool]:
-        """(what should serve, whether it is new)."""
+    def next(self, kept: IndexSnapshot | None, force: bool = False) -> tuple[IndexSnapshot | None, bool]:
+        """(what should serve, whether it is new); ``force``: retry a version that failed."""
         try:
             signature = self.signature()
         except Exception as exc:
@@ -52,7 +54,7 @@ class IndexSource:
             return kept, False
         if signature is None or (kept is not None and kept.signature == signature):
             return kept, False
-        if signature == self._failed:
+        if signature == self._failed and kept is not None and not force:   # nothing serving: try again
             return kept, False
         try:
             exact, location = self.load()
@@ -93,11 +95,14 @@ class IndexSource:
         """(the index, where it came from)."""
         if self.settings.index_source == "snapshot":
             path = self.warehouse.item_index_snapshot
-            return ExactIndex.load(path), str(path)
+            index = ExactIndex.load(path)
+            if index.source == str(path):      # no version recorded: not the absolute path either
+                index.source = path.name
+            return index, f"snapshot {path.name}"
         with self._milvus() as milvus:
             if milvus.current_collection() is None:
-                raise LookupError(f"no collection behind the Milvus alias at {milvus.uri}")
-            return ExactIndex.from_milvus(milvus), milvus.uri
+                raise LookupError("no collection behind the dataset's Milvus alias")
+            return ExactIndex.from_milvus(milvus), f"milvus {Path(milvus.uri).name}"
 
 
 class LastGood:
@@ -116,9 +121,17 @@ class LastGood:
             self.report("state", None, f"cannot write {self.path}: {exc}")
 
     def read(self) -> dict:
+        """The record, or {} when there is none or it cannot be read (said to ``report``)."""
+        if not self.path.is_file():
+            return {}
         try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            record = json.loads(self.path.read_text())
+            if not isinstance(record, dict):
+                raise ValueError(f"it holds a {type(record).__name__}, not a record")
+            return record
+        except (OSError, ValueError) as exc:
+            self.report("state", None, f"{self.path.name} cannot be read ({type(exc).__name__}: {exc}); "
+                                       "the champion history stands in for it")
             return {}
 
 
@@ -131,13 +144,20 @@ class ChampionSource:
         self.last_good = LastGood(settings.warehouse_for().last_good, report)
         self.alias_version: str | None = None
         self.fallback: str | None = None     # why the served champion is not the alias's version
-        self._failed: tuple[str, float] | None = None   # (version, when): retried after a while
+        self._failed: dict[str, float] = {}  # version -> when it failed: retried after a while
 
     def load(self, version: str) -> Champion:
-        return load_champion(version, self._load_bundle or self.registry.load_bundle, self.registry.model_name)
+        try:
+            champion = load_champion(version, self._load_bundle or self.registry.load_bundle,
+                                     self.registry.model_name)
+        except ChampionLoadError:
+            self._failed[version] = time.time()
+            raise
+        self._failed.pop(version, None)
+        return champion
 
-    def next(self, kept: Champion | None) -> tuple[Champion | None, bool]:
-        """(what should serve, whether it is new)."""
+    def next(self, kept: Champion | None, force: bool = False) -> tuple[Champion | None, bool]:
+        """(what should serve, whether it is new); ``force``: retry versions that failed now."""
         try:
             alias = self.registry.current_champion()
         except Exception as exc:
@@ -150,21 +170,21 @@ class ChampionSource:
         if kept is not None and kept.version == alias_version:
             self.fallback = None
             return kept, False
-        if self._failed is not None and self._failed[0] == alias_version and \
-                time.time() - self._failed[1] < RETRY_FAILED_S:   # not again every poll
+        failed_at = self._failed.get(alias_version)
+        if kept is not None and not force and failed_at is not None and \
+                time.time() - failed_at < RETRY_FAILED_S:   # not again every poll while something serves
             return kept, False
         try:
             champion = self.load(alias_version)
             self.fallback = None
             return champion, True
         except ChampionLoadError as exc:
-            self._failed = (alias_version, time.time())
             self.report("champion", alias_version, str(exc))
             if kept is not None:
                 self.fallback = (f"champion alias points at version {alias_version}, which cannot "
                                  f"serve; version {kept.version} keeps serving")
                 return kept, False
-        return self._fall_back(alias_version)
+        return self._fall_back(alias_version)   # nothing serves: the whole chain, at every check
 
     def _fall_back(self, failed: str) -> tuple[Champion | None, bool]:
         """Nothing serving and the alias's version is broken: the last version that served here,
@@ -172,13 +192,14 @@ class ChampionSource:
         candidates = []
         last_good = self.last_good.read().get("champion_version")
         if last_good:
-            candidates.append(str(last_good))
+            candidates.append((str(last_good), "the last good one"))
         try:
-            candidates += [str(v) for v in reversed(self.registry.history())]
+            candidates += [(str(v), "the newest in the champion history that loads")
+                           for v in reversed(self.registry.history())]
         except Exception as exc:
-            self.report("champion", None, f"cannot read the champion history: {exc}")
+            self.report("champion", None, f"cannot read the champion history: {type(exc).__name__}: {exc}")
         tried = {failed}
-        for version in candidates:
+        for version, which in candidates:
             if version in tried:
                 continue
             tried.add(version)
@@ -188,7 +209,7 @@ class ChampionSource:
                 self.report("champion", version, str(exc))
                 continue
             self.fallback = (f"champion alias points at version {failed}, which cannot serve; "
-                             f"serving version {version} (last good) instead")
+                             f"serving version {version} ({which}) instead")
             log.error(self.fallback)
             return champion, True
         return None, False
@@ -196,20 +217,22 @@ class ChampionSource:
 
 def read_state(settings: Settings, champion: Champion | None, index: IndexSnapshot | None) -> ServingState:
     """A new state around this champion and index: the catalogue from the dataset, the histories and
-    the index's encoder from the warehouse."""
+    the index's encoder from the warehouse. What it had to do without is in ``state.problems``."""
     similar = index.similar if index is not None else None
     catalogue = ItemCatalogue(settings.dataset_folder(), similar.index if similar else None)
     rows = RowMaps(catalogue, champion, similar)
     warehouse = settings.warehouse_for()
-    return ServingState(settings, champion, index, catalogue, rows,
-                        read_histories(warehouse, catalogue, champion, rows), read_index_encoder_id(warehouse))
+    problems: list[str] = []
+    histories = read_histories(warehouse, catalogue, champion, rows, problems)
+    return ServingState(settings, champion, index, catalogue, rows, histories,
+                        read_index_encoder_id(warehouse, problems), tuple(problems))
 
 
 def read_histories(warehouse: Warehouse, catalogue: ItemCatalogue, champion: Champion | None,
-                   rows: RowMaps) -> dict[str, np.ndarray]:
+                   rows: RowMaps, problems: list[str] | None = None) -> dict[str, np.ndarray]:
     """user id -> catalogue rows the user interacted with, most recent first: the validated
     behaviour table from the warehouse when there is one, else the champion's train positives."""
-    histories = {}
+    histories: dict[str, np.ndarray] = {}
     try:
         events = warehouse.read_table("behaviour_events", columns=["user_id", "item_id", "timestamp"])
         if events is not None:
@@ -220,7 +243,12 @@ def read_histories(warehouse: Warehouse, catalogue: ItemCatalogue, champion: Cha
                 histories[str(user)] = group["row"].to_numpy(dtype=np.intp)
             return histories
     except Exception as exc:  # an unreadable table only costs the ordering
-        log.warning("behaviour_events unreadable (%s); history from the champion", exc)
+        problem = (f"behaviour_events.parquet cannot be read ({type(exc).__name__}: {exc}); histories "
+                   "come from the champion's training data")
+        log.warning(problem)
+        histories = {}
+        if problems is not None:
+            problems.append(problem)
     if champion is not None and champion.seen is not None:
         for user_row, user_id in enumerate(champion.bundle.user_ids.tolist()):
             found = rows.champ_to_cat[champion.seen_items(user_row)]
@@ -228,11 +256,14 @@ def read_histories(warehouse: Warehouse, catalogue: ItemCatalogue, champion: Cha
     return histories
 
 
-def read_index_encoder_id(warehouse: Warehouse) -> str | None:
+def read_index_encoder_id(warehouse: Warehouse, problems: list[str] | None = None) -> str | None:
     """The encoder the catalogue was embedded with (image_embeddings asset), if recorded."""
     try:
         table = warehouse.read_table("image_embeddings", columns=["encoder_id"])
-    except Exception:  # unreadable: the dimension check still applies
+    except Exception as exc:  # unreadable: the dimension check still applies
+        if problems is not None:
+            problems.append(f"image_embeddings.parquet cannot be read ({type(exc).__name__}: {exc}); "
+                            "search by image checks only the vector dimension")
         return None
     # no table (a synthetic index, say): the dimension check still applies
     return str(table["encoder_id"].iloc[0]) if table is not None and len(table) else None

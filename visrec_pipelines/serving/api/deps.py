@@ -14,6 +14,7 @@ from ..image_search import ImageSearch
 from ..inbox import EventInbox
 from ..manager import StateManager
 from ..queries import NotReady, ServingState
+from ..thumbnails import Thumbnails
 
 LOADING = "the server is still loading (see /status)"
 
@@ -59,11 +60,16 @@ async def current_inbox(request: Request) -> EventInbox:
     return request.app.state.inbox
 
 
+async def current_thumbnails(request: Request) -> Thumbnails:
+    return request.app.state.thumbnails
+
+
 StateDep = Annotated[ServingState, Depends(current_state)]
 SettingsDep = Annotated[Settings, Depends(current_settings)]
 ManagerDep = Annotated[StateManager, Depends(current_manager)]
 ImagesDep = Annotated[ImageSearch, Depends(current_images)]
 InboxDep = Annotated[EventInbox, Depends(current_inbox)]
+ThumbnailsDep = Annotated[Thumbnails, Depends(current_thumbnails)]
 
 
 async def require_api_key(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:

@@ -89,4 +89,22 @@ class EventsAccepted(BaseModel):
 
 
 class Detail(BaseModel):
+    """An error said in one sentence."""
     detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: query/path/body, then the parameter or field")
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    """422: which parameters or fields break their rules (FastAPI's own format, for every route)."""
+    detail: list[FieldError]
+
+
+class UploadProblem(BaseModel):
+    """422 of /search/image: a parameter (a list, as ValidationProblem) or the picture (a sentence
+    starting with the image quarantine's reason)."""
+    detail: str | list[FieldError]

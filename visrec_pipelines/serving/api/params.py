@@ -10,13 +10,15 @@ as the recommendation itself.
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Path, Query
+from fastapi import Depends, Path, Query
+from pydantic import StringConstraints
 from starlette.requests import Request
 
-from ...index.exact import as_tag_list
+from ..thumbnails import BUCKETS
 
 MAX_K = 100
 MAX_TAGS = 20
+MAX_TAG_LENGTH = 64
 MAX_ID = 128
 
 
@@ -62,23 +64,58 @@ class IntParam:
 
 @dataclass(frozen=True)
 class TagsParam:
-    """Repeated and/or comma-separated tags; the limit counts the parameter's repeats."""
+    """Repeated and/or comma-separated tags. The limits hold after the commas are split: at most
+    ``max_items`` distinct tags of at most ``max_length`` characters each, and a value longer than
+    ``max_items`` tags could fill is refused before it is split, so one request costs at most
+    ``max_items`` x ``max_raw`` characters of work (linear: de-duplication keeps a dict)."""
     name: str
     max_items: int
+    max_length: int
     description: str
 
     @property
+    def max_raw(self) -> int:
+        return self.max_items * (self.max_length + 1)
+
+    @property
     def annotated(self):
-        return Annotated[list[str] | None, Query(description=self.description, max_length=self.max_items)]
+        """The parsed list, for FastAPI routes: the raw values validated by FastAPI, then ``parse``."""
+        spec = self
+        raw_type = list[Annotated[str, StringConstraints(max_length=self.max_raw)]] | None
+
+        async def parsed_tags(values: Annotated[raw_type, Query(alias=spec.name, description=spec.description,
+                                                                 max_length=spec.max_items)] = None) -> list[str]:
+            return spec.parse(values or [])
+
+        return Annotated[list[str], Depends(parsed_tags)]
 
     def openapi(self) -> dict:
         return {"name": self.name, "in": "query", "required": False, "description": self.description,
-                "schema": {"type": "array", "items": {"type": "string"}, "maxItems": self.max_items}}
+                "schema": {"type": "array", "items": {"type": "string", "maxLength": self.max_raw},
+                           "maxItems": self.max_items}}
 
     def parse(self, raw: list[str]) -> list[str]:
+        """["a,b", " a", ""] -> ["a", "b"] (whitespace trimmed, empty dropped, first-seen order)."""
+        if not raw:
+            return []
         if len(raw) > self.max_items:
-            raise InvalidParameter(["query", self.name], f"at most {self.max_items} {self.name}")
-        return tag_list(raw) if raw else []
+            raise self._invalid(f"at most {self.max_items} {self.name}")
+        found: dict[str, None] = {}
+        for value in raw:
+            if len(value) > self.max_raw:
+                raise self._invalid(f"at most {self.max_items} {self.name} of at most {self.max_length} characters")
+            for tag in value.split(","):
+                tag = tag.strip()
+                if tag:
+                    if len(tag) > self.max_length:
+                        raise self._invalid(f"a tag has at most {self.max_length} characters")
+                    found[tag] = None
+            if len(found) > self.max_items:
+                raise self._invalid(f"at most {self.max_items} {self.name} (after splitting commas)")
+        return list(found)
+
+    def _invalid(self, message: str) -> InvalidParameter:
+        return InvalidParameter(["query", self.name], message)
 
 
 @dataclass(frozen=True)
@@ -104,12 +141,15 @@ class IdParam:
 
 # --- the spec -------------------------------------------------------------------------------------
 K = IntParam("k", 10, 1, MAX_K, "how many items")
-TAGS = TagsParam("tags", MAX_TAGS, "only items with ALL these tags (repeat the parameter or comma-separate)")
+TAGS = TagsParam("tags", MAX_TAGS, MAX_TAG_LENGTH,
+                 f"only items with ALL these tags (repeat the parameter or comma-separate; at most {MAX_TAGS} "
+                 f"tags of at most {MAX_TAG_LENGTH} characters)")
 USER_ID = IdParam("user_id", MAX_ID)
 ITEM_ID = IdParam("item_id", MAX_ID)
 USERS_LIMIT = IntParam("limit", 100, 1, 1000)
 HISTORY_LIMIT = IntParam("limit", 24, 1, 500)
-THUMBNAIL_SIZE = IntParam("size", 256, 16, 512)
+THUMBNAIL_SIZE = IntParam("size", 256, 16, BUCKETS[-1],
+                          "longest side in pixels, rounded up to " + ", ".join(map(str, BUCKETS)))
 
 # FastAPI types of the ordinary routes (the parameter's name in the route must match the spec's)
 KQuery, TagsQuery = K.annotated, TAGS.annotated
@@ -132,11 +172,5 @@ class HotParameters:
 
 
 def tag_list(values: list[str] | None) -> list[str]:
-    """?tags=a&tags=b or ?tags=a,b -> ["a", "b"] (whitespace trimmed, empty dropped, order kept)."""
-    out: list[str] = []
-    for value in values or []:
-        for tag in as_tag_list(value.split(",")):
-            tag = tag.strip()
-            if tag and tag not in out:
-                out.append(tag)
-    return out
+    """?tags=a&tags=b or ?tags=a,b -> ["a", "b"] (the spec's ``TAGS.parse``, limits included)."""
+    return TAGS.parse(list(values or []))

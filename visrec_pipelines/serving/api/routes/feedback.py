@@ -8,22 +8,24 @@ from fastapi.responses import JSONResponse
 from ....data.landing import EventConflict
 from ....data.rules import EventRejected, validate_event
 from ..deps import ApiKey, InboxDep, SettingsDep, StateDep
-from ..models import Detail, EventsAccepted, FeedbackEvent
+from ..errors import BODY, documented
+from ..models import EventsAccepted, FeedbackEvent
 
 router = APIRouter(tags=["feedback"])
 
 
 @router.post("/events", response_model=EventsAccepted, dependencies=[ApiKey],
-             responses={401: {"model": Detail}, 409: {"model": Detail}, 413: {"model": Detail}},
+             responses=documented(*BODY, 401, 409, 422, 503),
              summary="Feedback events (one or a list), appended to the landing area; idempotent by event_id")
 def post_events(events: Annotated[FeedbackEvent | list[FeedbackEvent], Body()], state: StateDep,
                 settings: SettingsDep, inbox: InboxDep):
     batch = events if isinstance(events, list) else [events]
     if not batch:
-        raise HTTPException(422, "no events in the request")
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": "no events in the request", "type": "value_error"}]},
+                            status_code=422)
     if len(batch) > settings.max_events_per_request:
         raise HTTPException(413, f"{len(batch)} events in one request; at most {settings.max_events_per_request}")
-    users = inbox.known_users(state.dataset)
+    users = inbox.known_users(state.dataset)      # Unavailable (503) if users.csv cannot be read
     try:
         checked = [validate_event(e.model_dump(), state.catalogue.row, users,
                                   index=i if isinstance(events, list) else None)
@@ -33,7 +35,7 @@ def post_events(events: Annotated[FeedbackEvent | list[FeedbackEvent], Body()], 
         return JSONResponse({"detail": [{"loc": where, "msg": rejected.message, "type": "value_error"}]},
                             status_code=422)
     try:
-        result = inbox.landing(state.dataset).store(checked)
+        result = inbox.store(state.dataset, checked)
     except EventConflict as conflict:
         raise HTTPException(409, str(conflict)) from None
     outcomes = [{"event_id": i, "status": "stored"} for i in result.stored]

@@ -9,7 +9,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 
 from ..deps import state_of
-from ..models import Detail, Recommendations, SimilarItemsOut
+from ..errors import documented
+from ..models import Recommendations, SimilarItemsOut
 from ..params import ITEM_ID, USER_ID, HotParameters
 from ..responses import fast_json
 
@@ -19,7 +20,7 @@ SIMILAR = HotParameters(ITEM_ID)
 
 
 @router.get("/recommendations/{user_id}", response_model=Recommendations,
-            responses={422: {"model": Detail}, 503: {"model": Detail}},
+            responses=documented(422, 503),
             summary="Top k items for a user, with a reason each; unknown users get popular, diverse items",
             openapi_extra=RECOMMENDATIONS.openapi)
 async def recommendations(request: Request):
@@ -28,7 +29,7 @@ async def recommendations(request: Request):
 
 
 @router.get("/items/{item_id}/similar", response_model=SimilarItemsOut,
-            responses={404: {"model": Detail}, 422: {"model": Detail}, 503: {"model": Detail}},
+            responses=documented(404, 422, 503),
             summary="Visually similar items (exact inner product over the image vectors)",
             openapi_extra=SIMILAR.openapi)
 async def similar(request: Request):

@@ -7,8 +7,9 @@ from ....settings import Settings
 from ...image_search import STATUS_FOR_REASON, ImageRejected
 from ...queries import NotReady
 from ..deps import ImagesDep, SettingsDep, StateDep
-from ..models import Detail, ImageSearchOut
-from ..params import K, KQuery, TagsQuery, tag_list
+from ..errors import BODY, documented
+from ..models import ImageSearchOut, UploadProblem
+from ..params import K, KQuery, TagsQuery
 from ..responses import fast_json
 
 router = APIRouter(tags=["recommend"])
@@ -19,11 +20,10 @@ SUMMARY = ("Upload a picture (multipart field 'file', at most {max_upload_bytes:
 
 
 @router.post(PATH, response_model=ImageSearchOut, summary=SUMMARY,
-             responses={413: {"model": Detail}, 415: {"model": Detail}, 422: {"model": Detail},
-                        503: {"model": Detail}})
+             responses=documented(*BODY, 415, 422, 503, models={422: UploadProblem}))
 def search_image(file: Annotated[UploadFile, File(description="JPEG, PNG, GIF, WebP, TIFF, BMP")],
-                 state: StateDep, settings: SettingsDep, images: ImagesDep,
-                 k: KQuery = K.default, tags: TagsQuery = None):
+                 state: StateDep, settings: SettingsDep, images: ImagesDep, tags: TagsQuery,
+                 k: KQuery = K.default):
     if state.similar is None:
         raise NotReady("no item index is loaded yet (see /status)")
     declared = (file.content_type or "").lower()
@@ -37,7 +37,7 @@ def search_image(file: Annotated[UploadFile, File(description="JPEG, PNG, GIF, W
                             f"image rejected ({rejected.reason}): {rejected.detail}") from None
     except RuntimeError as unavailable:
         raise NotReady(str(unavailable)) from None
-    return fast_json(state.search_vector(vector, k, tag_list(tags)))
+    return fast_json(state.search_vector(vector, k, tags))
 
 
 def describe_limits(app: FastAPI, settings: Settings) -> None:
