@@ -4,13 +4,13 @@ import pytest
 from PIL import Image
 
 from visrec_pipelines.data.contract import EVENT_COLUMNS, Dataset, DatasetError
-from visrec_pipelines.data.importers import import_folder, import_movielens, unix_to_iso
+from visrec_pipelines.data.importers import import_folder, import_movielens
+from visrec_pipelines.times import contract_timestamps
 
 
-def test_unix_to_iso_keeps_garbage_for_validation():
-    assert unix_to_iso("964982703") == "2000-07-30T18:45:03Z"
-    assert unix_to_iso("not a time") == "not a time"
-    assert unix_to_iso(None) is None
+def test_unix_seconds_become_iso_and_garbage_is_kept_for_validation():
+    assert contract_timestamps(["964982703", "not a time", None], "unix_s").tolist() == [
+        "2000-07-30T18:45:03Z", "not a time", None]
 
 
 def make_mini_movielens(root):
@@ -31,7 +31,8 @@ def test_movielens_mini(tmp_path):
     assert list(events.columns) == list(EVENT_COLUMNS)
     assert len(events) == 4 and set(events["event_type"]) == {"rating"}
     assert events["timestamp"].iloc[-1] == "oops"  # kept for the pipeline to quarantine
-    assert ds.read_manifest()["items_without_image"] == ["3"]
+    assert ds.read_manifest()["items_without_image"] == [   # with the reason now, as the folder importer's
+        {"item_id": "3", "image": "3.jpg", "reason": "no image file at '3.jpg'"}]
 
 
 def test_movielens_rejects_wrong_folder(tmp_path):

@@ -1,4 +1,5 @@
-"""A corpus of bad event rows: each is quarantined with the right failed check, none is lost."""
+"""A corpus of bad event rows: each is quarantined (malformed) or set aside (orphan) with the right
+failed check; exact repeats are merged into a quantity; none is lost."""
 import time
 
 import pandas as pd
@@ -55,12 +56,26 @@ def outcome():
 
 def test_nothing_is_lost(outcome):
     events, result = outcome
-    assert len(result.valid) + len(result.quarantined) == len(events)
-    assert len(result.valid) == 6
+    assert result.reconciles() and result.valid["quantity"].sum() + len(result.quarantined) == len(events)
+    assert len(result.valid) == 6 and result.repeats_merged == 1
 
 
-@pytest.mark.parametrize("label,check", [(label, check) for label, _, check in BAD_ROWS]
-                         + [("exact duplicate", "not_a_duplicate")])
+def test_an_exact_repeat_is_a_quantity_not_a_bad_row(outcome):
+    events, result = outcome
+    first = result.valid.iloc[0]
+    assert (first["user_id"], first["item_id"], first["quantity"]) == ("u1", "i1", 2)
+    assert result.valid["quantity"].iloc[1:].eq(1).all()
+
+
+def test_orphans_are_set_apart_from_malformed_rows(outcome):
+    events, result = outcome
+    labels = events.loc[result.orphans.index, "label"].tolist()
+    assert labels == ["unknown user", "unknown item"]
+    assert not set(result.orphans.index) & set(result.malformed.index)
+    assert result.orphan_fraction == 2 / len(events)
+
+
+@pytest.mark.parametrize("label,check", [(label, check) for label, _, check in BAD_ROWS])
 def test_each_bad_row_is_quarantined_with_its_reason(outcome, label, check):
     events, result = outcome
     row = events.index[events["label"] == label][0]
@@ -84,10 +99,12 @@ def test_no_infinite_or_missing_value_is_stored(outcome):
 def test_events_with_their_own_ids_are_never_repeats_of_each_other():
     """Feedback posted with distinct event ids is distinct events, however alike; the same id twice
     is one event."""
-    landed = pd.DataFrame([dict(GOOD, event_id="e1"), dict(GOOD, event_id="e2"), dict(GOOD, event_id="e2")])
+    landed = pd.DataFrame([dict(GOOD, event_id="e1"), dict(GOOD, event_id="e2"), dict(GOOD, event_id="e2"),
+                           dict(GOOD, event_id="e3", item_id="nope")])
     result = validate_events(landed, ["i1"], now=NOW)
-    assert len(result.valid) == 2 and result.quarantined["failed_checks"].tolist() == ["not_a_duplicate"]
-    assert result.quarantined["event_id"].tolist() == ["e2"]          # the quarantine keeps every column
+    assert len(result.valid) == 2 and result.valid["quantity"].tolist() == [1, 1]   # a retry is not a second
+    assert result.retries_merged == 1 and result.reconciles()
+    assert result.orphans["event_id"].tolist() == ["e3"]          # what is set aside keeps every column
 
 
 def test_valid_rows_are_typed(outcome):
@@ -103,7 +120,7 @@ def test_per_expectation_counts_cover_the_suite(outcome):
     _, result = outcome
     counts = {e.check_name: e.unexpected_count for e in result.expectations}
     assert list(counts) == check_names("behaviour_events")
-    assert counts["rating_in_range"] == 2 and counts["not_a_duplicate"] == 1
+    assert counts["rating_in_range"] == 2 and counts["item_id_known"] == 1
 
 
 def test_unknown_users_not_checked_without_users_table():
