@@ -18,6 +18,10 @@ def test_demo_then_run(isolated_env):
     assert ran.exit_code == 0, ran.output
     assert "succeeded" in ran.output and "behaviour_events" in ran.output
     assert (isolated_env / "warehouse" / "demo" / "item_catalogue.parquet").is_file()
+    for chatter in ("Created version", "Registered model", "UserWarning", "Downloading artifacts", "CloudPickle"):
+        assert chatter not in ran.output                              # a quiet console ...
+    log = (isolated_env / "warehouse" / "demo" / "logs" / "run.log").read_text()
+    assert "Created version" in log and "CloudPickle" in log           # ... the library's words in the log
 
     # scale-out: two shard workers fill one store (as several machines would)
     store_root = isolated_env / "warehouse" / "demo" / "embeddings"
@@ -75,3 +79,24 @@ def test_errors_are_one_line_that_says_what_to_do(isolated_env, tmp_path):
     traced = runner.invoke(main, ["--traceback", "data", "import", "folder", "--items", str(tmp_path / "items.csv"),
                                   "--events", str(tmp_path / "events.csv"), "--images", str(tmp_path)])
     assert traced.exception is not None and "required column" in str(traced.exception)   # the real error
+
+
+def test_run_set_changes_a_gates_threshold(isolated_env):
+    """A blocked gate says which reasons dominate and the exact --set; that --set lets the run pass."""
+    from visrec_pipelines.data.contract import Dataset, write_table
+    from visrec_pipelines.data.demo import generate_demo
+
+    shop = generate_demo(isolated_env / "assets" / "demo", n_items=30, n_users=12, seed=6)
+    events = Dataset(shop.root).read_events()
+    garbage = events.head(len(events) // 6).assign(timestamp="last tuesday")       # ~14% malformed
+    write_table(pd.concat([events, garbage], ignore_index=True), shop.events_path)
+    runner = CliRunner()
+    blocked = runner.invoke(main, ["run"])
+    assert blocked.exit_code == 1
+    line = next(row for row in blocked.output.splitlines() if "bad_fraction_within_threshold FAILED" in row)
+    assert "are malformed, over the 5% threshold; most: timestamp_parseable" in line
+    hint = line.split("raise the threshold: ")[1].strip()
+    assert hint.startswith("visrec run --set behaviour_events.max_bad_fraction=0.")
+    passed = runner.invoke(main, hint.removeprefix("visrec ").split())
+    assert passed.exit_code == 0, passed.output
+    assert "bad_fraction_within_threshold FAILED" not in passed.output

@@ -59,9 +59,9 @@ class Registry:
         return f"visrec-ranker-{self.dataset}"
 
     def mlflow(self, experiment: str = EXPERIMENT):
-        """mlflow, configured for this store and ``experiment``."""
+        """mlflow, configured for this store and this dataset's ``experiment`` (one per dataset)."""
         artifacts = self.project_root / "mlflow" if self.project_root is not None else None
-        return tracking.configure(self.tracking_uri, experiment, artifacts)
+        return tracking.configure(self.tracking_uri, f"{experiment}-{self.dataset}", artifacts)
 
     def client(self):
         return self.mlflow().MlflowClient()

@@ -7,6 +7,7 @@ test swaps resources (``build_definitions(Settings(root=tmp))``) instead of patc
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -20,27 +21,40 @@ from .versioning import dataset_version
 from .warehouse import DamagedWarehouseFile, Warehouse
 
 
-class DatasetResource(ConfigurableResource):
-    """One dataset: its folder under ``assets_dir`` (the contract) and its warehouse outputs."""
-
-    assets_dir: str
-    warehouse_dir: str
+@dataclass(frozen=True)
+class DatasetView:
+    """One dataset as an asset sees it: its folder (the contract) and its warehouse outputs."""
     name: str
-
-    @property
-    def dataset(self) -> Dataset:
-        return Dataset(Path(self.assets_dir) / self.name)
-
-    @property
-    def warehouse(self) -> Warehouse:
-        return Warehouse(self.warehouse_dir, self.name)
+    folder: Dataset
+    warehouse: Warehouse
 
     def version(self) -> dict:
-        return {"dataset": self.name, **dataset_version(self.dataset.root)}
+        return {"dataset": self.name, **dataset_version(self.folder.root)}
 
     def child_environment(self) -> dict[str, str]:
         """Where a child process (``visrec embed --shard``) finds this dataset (``Settings`` reads it)."""
-        return {"VISREC_ASSETS": self.assets_dir, "VISREC_WAREHOUSE": self.warehouse_dir, "VISREC_DATASET": self.name}
+        return {"VISREC_ASSETS": str(self.folder.root.parent), "VISREC_WAREHOUSE": str(self.warehouse.root),
+                "VISREC_DATASET": self.name}
+
+
+class DatasetsResource(ConfigurableResource):
+    """Every dataset: folders under ``assets_dir`` (the contract), outputs under ``warehouse_dir``.
+    Each run works on one, named by its partition key (``defs.partitions.DATASETS``)."""
+
+    assets_dir: str
+    warehouse_dir: str
+
+    def named(self, name: str) -> DatasetView:
+        return DatasetView(name, Dataset(Path(self.assets_dir) / name), Warehouse(self.warehouse_dir, name))
+
+    def of(self, context) -> DatasetView:
+        """The dataset of the run ``context`` belongs to (its partition)."""
+        return self.named(context.partition_key)
+
+    def available(self) -> list[str]:
+        """Dataset folders under ``assets_dir`` (items.csv and events.csv present), by name."""
+        root = Path(self.assets_dir)
+        return sorted(p.name for p in root.iterdir() if Dataset(p).exists()) if root.is_dir() else []
 
 
 class RegistryResource(ConfigurableResource):
@@ -54,14 +68,13 @@ class RegistryResource(ConfigurableResource):
 
 
 class WarehouseIOManager(ConfigurableIOManager):
-    """Asset values under ``<warehouse_dir>/<dataset>/``: DataFrames as Parquet (readable by serving
-    and notebooks without Dagster), anything else (trained models) as a pickle."""
+    """Asset values under ``<warehouse_dir>/<dataset>/`` (the dataset is the partition): DataFrames
+    as Parquet (readable by serving and notebooks without Dagster), anything else as a pickle."""
 
     warehouse_dir: str
-    dataset: str
 
     def _stem(self, context):
-        return Warehouse(self.warehouse_dir, self.dataset).asset_stem(context.asset_key.path)
+        return Warehouse(self.warehouse_dir, context.asset_partition_key).asset_stem(context.asset_key.path)
 
     def handle_output(self, context: OutputContext, obj) -> None:
         stem = self._stem(context)
@@ -135,12 +148,11 @@ class VectorIndexResource(ConfigurableResource):
 
 
 def default_resources(settings: Settings) -> dict:
-    """Every resource the assets use, for ``settings.dataset``."""
+    """Every resource the assets use (for every dataset: a run's partition names its dataset)."""
     return {
-        "dataset": DatasetResource(assets_dir=str(settings.assets_dir), warehouse_dir=str(settings.warehouse_dir),
-                                   name=settings.dataset),
+        "datasets": DatasetsResource(assets_dir=str(settings.assets_dir), warehouse_dir=str(settings.warehouse_dir)),
         "registry": RegistryResource(tracking_uri=settings.tracking_uri, project_root=str(settings.root_dir)),
-        "io_manager": WarehouseIOManager(warehouse_dir=str(settings.warehouse_dir), dataset=settings.dataset),
+        "io_manager": WarehouseIOManager(warehouse_dir=str(settings.warehouse_dir)),
         "encoder": EncoderResource(name=settings.encoder, weights_path=settings.encoder_weights,
                                    cache_dir=str(settings.cache_dir)),
         "detector": DetectorResource(weights_path=settings.detector_weights,

@@ -6,10 +6,13 @@ import socket
 import time
 from collections.abc import Callable
 
+from .console import library_output_to
 from .data.contract import Dataset, DatasetError
 from .settings import DEFAULT_DATASET, Settings
 
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Dagster's own console log stays quiet: the summary below names every failure (the full story is
+# in the run's event log, in the UI)
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 HOST_TAG, PID_TAG = "visrec/host", "visrec/pid"    # who runs an in-process run (no daemon watches it)
 
 
@@ -64,10 +67,11 @@ def _alive(pid: int) -> bool:
 
 
 def run_pipeline(dataset_name: str | None = None, echo: Callable[[str], None] = print,
-                 settings: Settings | None = None) -> bool:
-    """Materialise every asset (with checks) on ``dataset_name`` (default: the settings'); returns
-    True on success."""
+                 settings: Settings | None = None, run_config: dict | None = None) -> bool:
+    """Materialise every asset (with checks) on ``dataset_name`` (default: the settings'), with
+    ``run_config`` (``run_config.build_run_config``); returns True on success."""
     from .definitions import build_definitions
+    from .defs.partitions import register_dataset
 
     settings = (settings or Settings()).with_dataset(dataset_name)
     ensure_dataset(settings, echo)
@@ -75,10 +79,13 @@ def run_pipeline(dataset_name: str | None = None, echo: Callable[[str], None] = 
     echo(f"materialising the asset graph on dataset {settings.dataset!r} "
          f"(Dagster home {settings.dagster_home_dir})")
     started = time.perf_counter()
-    with dagster_instance(settings) as instance:
+    log_file = settings.warehouse_for().run_log
+    with library_output_to(log_file), dagster_instance(settings) as instance:
         for line in fail_abandoned_runs(instance):
             echo(line)
-        result = job.execute_in_process(instance=instance, run_config=QUIET_LOGS, raise_on_error=False,
+        register_dataset(instance, settings.dataset)
+        result = job.execute_in_process(instance=instance, run_config={**QUIET_LOGS, **(run_config or {})},
+                                        partition_key=settings.dataset, raise_on_error=False,
                                         tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
     for line in summarise(result):
         echo(line)
@@ -86,7 +93,8 @@ def run_pipeline(dataset_name: str | None = None, echo: Callable[[str], None] = 
     ok = result.success or bool(said_no)
     for gate in said_no:
         echo(EXPECTED_GATES[gate])
-    echo(f"{'succeeded' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s (run {result.run_id})")
+    echo(f"{'succeeded' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s (run {result.run_id}; "
+         f"library messages in {log_file})")
     return ok
 
 
@@ -107,7 +115,7 @@ def gates_that_said_no(result) -> list[str]:
     return []
 
 
-SUMMARY_KEYS = ("rows", "rows_in", "images_in", "items_in", "accepted", "quarantined",
+SUMMARY_KEYS = ("rows", "rows_in", "images_in", "items_in", "accepted", "quarantined", "orphans", "repeats_merged",
                 "catalogue_items", "excluded", "embedded_now", "unchanged", "removed", "failures",
                 "images_per_second", "runtime", "label_groups", "colour_accuracy", "category_accuracy",
                 "genres_precision", "genres_recall", "mean_tags_per_item", "indexed", "collection",
@@ -124,8 +132,14 @@ def summarise(result) -> list[str]:
                      + ", ".join(f"{k}={v}" for k, v in shown.items()))
         if materialization.asset_key.to_user_string() == "ranker_evaluation":
             lines += ["    " + row for row in materialization.metadata["metrics"].value.splitlines()]
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.event_specific_data.error
+            while error.cause is not None and "DagsterExecution" in error.cls_name:   # our error, not the wrapper
+                error = error.cause
+            lines.append(f"  step {event.step_key} FAILED: {error.message.strip().splitlines()[0][:400]}")
     for event in result.get_asset_check_evaluations():
         if not event.passed:
             lines.append(f"  check {event.asset_key.to_user_string()}:{event.check_name} "
-                         f"FAILED ({event.severity.value})")
+                         f"FAILED ({event.severity.value})" + (f": {event.description}" if event.description else ""))
     return lines

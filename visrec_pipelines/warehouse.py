@@ -80,6 +80,11 @@ class Warehouse:
         base = ITEMS_ALIAS if purpose == "items" else f"visrec_{purpose}"
         return f"{base}_{self.dataset}"
 
+    @property
+    def run_log(self) -> Path:
+        """What libraries say during ``visrec run`` (the console keeps progress and the summary)."""
+        return self.dir / "logs" / "run.log"
+
     def sensor_state(self, sensor: str) -> Path:
         return self.dir / "sensors" / sensor
 

@@ -47,8 +47,8 @@ def tick(sensor, instance, cursor=None):
     return requests, skip, result.cursor if result.cursor is not None else cursor
 
 
-def materialise(instance, key: str) -> None:
-    instance.report_runless_asset_event(AssetMaterialization(key))
+def materialise(instance, key: str, dataset: str = "demo") -> None:
+    instance.report_runless_asset_event(AssetMaterialization(key, partition=dataset))
 
 
 def add_item(ds: Dataset, item_id: str, colour: str) -> None:
@@ -131,11 +131,13 @@ def test_a_refresh_for_named_items_touches_only_those(shop, settings):
     """catalogue_refresh with the sensor's run config: the new and the changed item are tagged and
     upserted, the removed one deleted; everything else is kept as it was."""
     from visrec_pipelines.definitions import build_definitions
+    from visrec_pipelines.defs.partitions import register_dataset
     from visrec_pipelines.index.exact import ExactIndex
 
     def refresh(run_config=None) -> dict:
         job = build_definitions(settings).resolve_job_def("catalogue_refresh")
-        result = job.execute_in_process(run_config=run_config or {}, instance=instance)
+        register_dataset(instance, "demo")
+        result = job.execute_in_process(run_config=run_config or {}, instance=instance, partition_key="demo")
         assert result.success
         return {key: {k: v.value for k, v in instance.get_latest_materialization_event(AssetKey(key))
                       .asset_materialization.metadata.items()} for key in ("semantic_tags", "item_index")}
@@ -179,7 +181,7 @@ def test_behaviour_sensor_waits_for_the_catalogue_then_runs_once_per_batch(shop,
         materialise(instance, "image_embeddings")
         materialise(instance, "behaviour_events")        # events.csv already consumed
         requests, skip, cursor = tick(sensor, instance)
-        assert requests == [] and skip == "no new behaviour data"
+        assert requests == [] and skip == "demo: no new behaviour data"
         land(shop, "events-1.csv")
         requests, _, cursor = tick(sensor, instance, cursor)
         assert len(requests) == 1 and sensor[0].job_name == "retrain"
@@ -191,13 +193,36 @@ def test_behaviour_sensor_waits_for_the_catalogue_then_runs_once_per_batch(shop,
         assert [r.tags["visrec/files"] for r in requests] == ["events-2.csv,events-3.csv"]
 
 
-def test_nightly_schedule_requests_a_retrain(settings):
+def test_nightly_schedule_retrains_every_dataset(settings):
+    from visrec_pipelines.definitions import build_definitions
     from visrec_pipelines.defs.automation import build_schedules
+    from visrec_pipelines.defs.partitions import register_dataset
+    from visrec_pipelines.runner import dagster_instance
 
     schedule = build_schedules(settings)[0]
     assert schedule.cron_schedule == "0 2 * * *" and schedule.job_name == "retrain"
-    result = schedule.evaluate_tick(build_schedule_context())
-    assert len(result.run_requests) == 1
+    with dagster_instance(settings) as instance:
+        for name in ("demo", "shop"):
+            register_dataset(instance, name)
+        at = __import__("datetime").datetime(2026, 1, 2, 2, 0, tzinfo=__import__("datetime").timezone.utc)
+        repository = build_definitions(settings).get_repository_def()
+        result = schedule.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=at,
+                                                               repository_def=repository))
+    assert sorted(r.partition_key for r in result.run_requests) == ["demo", "shop"]
+
+
+def test_each_dataset_has_its_own_cursor_and_runs(shop, sensors):
+    """Two datasets: a new one becomes a partition; a change to one runs that one only."""
+    other = generate_demo(shop.root.parent / "other", n_items=12, n_users=4, seed=9)
+    sensor = sensors["catalogue_sensor"]
+    with DagsterInstance.ephemeral() as instance:
+        sensor_def, resources = sensor
+        result = sensor_def(build_sensor_context(instance=instance, resources=resources))
+        assert sorted(r.partition_key for r in result.run_requests) == ["demo", "other"]
+        assert result.dynamic_partitions_requests[0].partition_keys == ["demo", "other"]
+        add_item(other, "late", "red")
+        requests, _, _ = tick(sensor, instance, result.cursor)
+        assert [(r.partition_key, r.tags["visrec/items"]) for r in requests] == [("other", "late")]
 
 
 def test_the_code_location_has_the_jobs_sensors_and_schedule(settings):

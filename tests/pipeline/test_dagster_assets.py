@@ -7,6 +7,7 @@ import pytest
 from visrec_pipelines.data.contract import write_table
 from visrec_pipelines.data.demo import generate_demo
 from visrec_pipelines.definitions import build_definitions
+from visrec_pipelines.defs.partitions import register_dataset
 from visrec_pipelines.runner import dagster_instance, run_pipeline
 from visrec_pipelines.vision.embedding_store import EmbeddingStore
 
@@ -52,9 +53,10 @@ def test_run_materialises_everything_and_loses_nothing(shop, settings):
     assert "broken" in set(excluded["item_id"]) and "broken" not in set(catalogue["item_id"])
 
     valid, bad_events = warehouse(settings, "behaviour_events"), warehouse(settings, "quarantined_events")
-    assert len(valid) + len(bad_events) == events_in
-    assert sorted(bad_events["failed_checks"]) == ["item_id_known", "rating_in_range", "timestamp_parseable",
-                                                    "value_numeric"]
+    orphans = warehouse(settings, "orphan_events")
+    assert valid["quantity"].sum() + len(bad_events) + len(orphans) == events_in
+    assert sorted(bad_events["failed_checks"]) == ["rating_in_range", "timestamp_parseable", "value_numeric"]
+    assert orphans["item_id"].tolist() == ["no-such-item"] and orphans["failed_checks"].tolist() == ["item_id_known"]
     assert raw["item_id"].is_unique                                    # the repeated id: first row only
     first_image = hashlib.sha256(shop.image_file("images/i00002.jpg").read_bytes()).hexdigest()
     assert raw.set_index("item_id").loc["i00002", "sha256"] == first_image
@@ -68,7 +70,8 @@ def test_run_materialises_everything_and_loses_nothing(shop, settings):
         record = instance.get_latest_materialization_event(
             __import__("dagster").AssetKey("behaviour_events"))
         metadata = record.asset_materialization.metadata
-        assert metadata["quarantined"].value == 4
+        assert metadata["quarantined"].value == 3 and metadata["orphans"].value == 1
+        assert metadata["reconciles"].value is True
         assert metadata["dataset_version"].value.endswith(".dir")
 
 
@@ -78,7 +81,8 @@ def test_blocking_gate_stops_downstream(shop, settings):
     write_table(pd.concat([events, garbage], ignore_index=True), shop.events_path)
     job = build_definitions(settings).resolve_implicit_global_asset_job_def()
     with dagster_instance(settings) as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        register_dataset(instance, "demo")
+        result = job.execute_in_process(instance=instance, partition_key="demo", raise_on_error=False)
     gate = [e for e in result.get_asset_check_evaluations()
             if e.check_name == "bad_fraction_within_threshold"]
     assert len(gate) == 1 and not gate[0].passed
@@ -93,4 +97,4 @@ def test_definitions_load_with_all_checks(settings):
             "behaviour_source", "behaviour_events", "quarantined_events"} <= keys
     checks = {c.name for c in graph.asset_check_keys}
     assert {"quarantine_fraction_within_threshold", "bad_fraction_within_threshold",
-            "item_id_known", "not_a_duplicate"} <= checks
+            "item_id_known", "orphan_fraction_within_threshold"} <= checks

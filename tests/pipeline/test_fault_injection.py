@@ -1,6 +1,7 @@
 """Every persisted state the pipeline reads back, damaged on purpose: the next run repairs it or
 falls back, and says so in the asset's metadata (or, where only the user can act, fails with a
 message naming the file and the fix). One small shop, materialised once, then hurt state by state."""
+import json
 import os
 import subprocess
 import sys
@@ -31,7 +32,8 @@ def refresh(settings, run_config=None) -> dict:
     """catalogue_refresh, then {asset: metadata} of what it materialised."""
     job = build_definitions(settings).resolve_job_def("catalogue_refresh")
     with dagster_instance(settings) as instance:
-        result = job.execute_in_process(instance=instance, run_config=run_config or {}, raise_on_error=False)
+        result = job.execute_in_process(instance=instance, run_config=run_config or {}, partition_key="demo",
+                                        raise_on_error=False)
         assert result.success, [e.message for e in result.all_events if e.is_failure]
         return {key: {k: v.value for k, v in instance.get_latest_materialization_event(AssetKey(key))
                       .asset_materialization.metadata.items()}
@@ -95,17 +97,22 @@ def test_garbage_sensor_state_means_one_full_refresh(shop):
     state.mkdir(parents=True, exist_ok=True)
     (state / "deadbeef.json").write_text("{ torn")
     with dagster_instance(shop) as instance:
+        result = sensor(build_sensor_context(instance=instance, cursor='{"demo": "deadbeef"}',
+                                             resources=default_resources(shop)))
+        (request,) = result.run_requests
+        assert request.run_config == {} and request.tags["visrec/change"] == "40 added, 0 changed, 0 removed"
+        # a cursor that is not even JSON (an older version's, say) is a first look, not a crash
         result = sensor(build_sensor_context(instance=instance, cursor="deadbeef",
                                              resources=default_resources(shop)))
-    (request,) = result.run_requests
-    assert request.run_config == {} and request.tags["visrec/change"] == "40 added, 0 changed, 0 removed"
+    assert not result.run_requests and "first look" in result.skip_reason.skip_message
+    assert json.loads(result.cursor)["demo"]
 
 
 def test_a_damaged_upstream_value_names_the_file_and_the_fix(shop):
     shop.warehouse_for().table_path("image_embeddings").write_bytes(b"not parquet")
     job = build_definitions(shop).resolve_job_def("retrain")          # reads image_embeddings as input
     with dagster_instance(shop) as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        result = job.execute_in_process(instance=instance, partition_key="demo", raise_on_error=False)
     error, message = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error, ""
     while error is not None:                                          # Dagster wraps our error
         message, error = message + error.message, error.cause

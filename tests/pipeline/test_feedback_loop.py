@@ -22,7 +22,7 @@ def retrain(instance) -> dict:
     from visrec_pipelines.definitions import build_definitions
 
     job = build_definitions().resolve_job_def("retrain")      # settings from the environment, as the server
-    job.execute_in_process(instance=instance, raise_on_error=False)   # a "no" from the gate is fine
+    job.execute_in_process(instance=instance, partition_key="demo", raise_on_error=False)   # a gate "no" is fine
     event = instance.get_latest_materialization_event(AssetKey("behaviour_source"))
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 

@@ -49,9 +49,15 @@ def test_whole_graph_with_postgres_multiprocess_and_an_mlflow_server(isolated_en
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     generate_demo(isolated_env / "assets" / "demo", n_items=40, n_users=16, seed=5)
+    from dagster import DagsterInstance
 
+    from visrec_pipelines.defs.partitions import register_dataset
+
+    with DagsterInstance.get() as instance:                     # what `visrec data ...` does for a new dataset
+        register_dataset(instance, "demo")
     done = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "visrec_pipelines.definitions",
-                           "--select", "*"], env=dict(os.environ), capture_output=True, text=True, timeout=840)
+                           "--select", "*", "--partition", "demo"], env=dict(os.environ), capture_output=True,
+                          text=True, timeout=840)
     assert done.returncode == 0, done.stderr[-4000:]
 
     with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=postgres_db) as conn:

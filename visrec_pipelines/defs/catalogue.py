@@ -15,16 +15,19 @@ from dagster import (
 
 from ..quality.behaviour import ITEMS_SUITE, image_candidates, validate_items
 from ..quality.suites import check_names
-from ..resources import DatasetResource
+from ..resources import DatasetsResource
 from ..vision.images import ImageCheckCache, ImageLimits, thumbnail_data_uri, validate_images
 from .metadata import counts_table, dataset_metadata, gallery, table_preview
+from .partitions import DATASETS
 
 GROUP = "catalogue"
 
 
-@asset(group_name=GROUP, description="The dataset's items table as imported (text, unvalidated).")
-def catalogue_source(dataset: DatasetResource) -> Output[pd.DataFrame]:
-    items = dataset.dataset.read_items()
+@asset(group_name=GROUP, partitions_def=DATASETS,
+       description="The dataset's items table as imported (text, unvalidated).")
+def catalogue_source(context: AssetExecutionContext, datasets: DatasetsResource) -> Output[pd.DataFrame]:
+    dataset = datasets.of(context)
+    items = dataset.folder.read_items()
     return Output(items, metadata={**dataset_metadata(dataset.version()), "rows": len(items),
                                    "preview": table_preview(items)})
 
@@ -37,16 +40,17 @@ class ImageCheckConfig(Config):
 
 
 @multi_asset(
-    group_name=GROUP,
+    group_name=GROUP, partitions_def=DATASETS,
     outs={"raw_images": AssetOut(description="Every item image opened, checked and described."),
           "quarantined_images": AssetOut(description="Images that cannot be used, with the reason.")},
-    check_specs=[AssetCheckSpec("quarantine_fraction_within_threshold", asset="raw_images",
+    check_specs=[AssetCheckSpec("quarantine_fraction_within_threshold", asset="raw_images", partitions_def=DATASETS,
                                 blocking=True, description="Too many bad images stops the run.")],
 )
-def raw_images(context: AssetExecutionContext, config: ImageCheckConfig, dataset: DatasetResource,
+def raw_images(context: AssetExecutionContext, config: ImageCheckConfig, datasets: DatasetsResource,
                catalogue_source: pd.DataFrame):
+    dataset = datasets.of(context)
     limits = ImageLimits(config.min_side, config.max_pixels, config.max_bytes)
-    ds = dataset.dataset
+    ds = dataset.folder
     checks = ImageCheckCache(dataset.warehouse.image_checks)
     cache = checks.load()
     before = dict(cache)
@@ -75,20 +79,22 @@ def raw_images(context: AssetExecutionContext, config: ImageCheckConfig, dataset
 
 
 @multi_asset(
-    group_name=GROUP,
+    group_name=GROUP, partitions_def=DATASETS,
     outs={"item_catalogue": AssetOut(description="Valid items that have a usable image."),
           "excluded_items": AssetOut(description="Items left out of the catalogue, with the reason.")},
-    check_specs=[AssetCheckSpec(name, asset="item_catalogue") for name in check_names(ITEMS_SUITE)],
+    check_specs=[AssetCheckSpec(name, asset="item_catalogue", partitions_def=DATASETS)
+                 for name in check_names(ITEMS_SUITE)],
 )
-def item_catalogue(dataset: DatasetResource, catalogue_source: pd.DataFrame,
+def item_catalogue(context: AssetExecutionContext, datasets: DatasetsResource, catalogue_source: pd.DataFrame,
                    raw_images: pd.DataFrame, quarantined_images: pd.DataFrame):
+    dataset = datasets.of(context)
     outcome = validate_items(catalogue_source)
     valid = outcome.valid
     has_image = valid["item_id"].isin(raw_images["item_id"])
     catalogue = valid[has_image].merge(
         raw_images.drop_duplicates("item_id")[["item_id", "width", "height", "sha256"]],
         on="item_id", how="left")
-    image_reasons = {**dataset.dataset.import_image_problems(),
+    image_reasons = {**dataset.folder.import_image_problems(),
                      **quarantined_images.drop_duplicates("item_id").set_index("item_id")["reason"].to_dict()}
     no_image = valid[~has_image]
     no_image = no_image.assign(failed_checks="usable_image", reason=[

@@ -22,8 +22,9 @@ from ..recsys.item_content import item_content
 from ..recsys.metrics import evaluate
 from ..recsys.split import PROTOCOL_NAME, make_split
 from ..registry import GATE_METRICS
-from ..resources import DatasetResource, RegistryResource
+from ..resources import DatasetsResource, RegistryResource
 from .metadata import dataset_metadata, table_preview
+from .partitions import DATASETS
 from .vision import aligned_features
 
 GROUP = "rankers"
@@ -36,12 +37,14 @@ class SplitConfig(Config):
     min_test_users: int = 10     # fewer, and there is nothing to learn or measure: rankers are skipped
 
 
-@asset(group_name=GROUP, check_specs=[AssetCheckSpec(ENOUGH, asset="interaction_split", blocking=True,
-                                                     description="Rankers need enough users with positives.")],
+@asset(group_name=GROUP, partitions_def=DATASETS,
+       check_specs=[AssetCheckSpec(ENOUGH, asset="interaction_split", partitions_def=DATASETS, blocking=True,
+                                   description="Rankers need enough users with positives.")],
        description="Positives, catalogue and per-user chronological 80/20 split "
                    "(../shared/docs/evaluation.md), with a validation slice carved from train.")
-def interaction_split(config: SplitConfig, dataset: DatasetResource, behaviour_events: pd.DataFrame,
-                      item_catalogue: pd.DataFrame, image_embeddings: pd.DataFrame):
+def interaction_split(context: AssetExecutionContext, config: SplitConfig, datasets: DatasetsResource,
+                      behaviour_events: pd.DataFrame, item_catalogue: pd.DataFrame, image_embeddings: pd.DataFrame):
+    dataset = datasets.of(context)
     ids, features = aligned_features(dataset, image_embeddings, item_catalogue["item_id"])
     split = make_split(behaviour_events, ids, min_positives=config.min_positives).with_item_features(features)
     split = split.with_item_content(item_content(item_catalogue, split.train.item_ids))
@@ -63,7 +66,8 @@ def _plain(value):
 
 
 def ranker_asset(name: str):
-    @asset(name=f"ranker_{name}", group_name=GROUP, description=f"The {name} ranker trained under the protocol.")
+    @asset(name=f"ranker_{name}", group_name=GROUP, partitions_def=DATASETS,
+           description=f"The {name} ranker trained under the protocol.")
     def _train(context: AssetExecutionContext, interaction_split):
         trained = zoo.train(name, interaction_split, progress=False)
         bundle = RankerBundle.from_training(trained.ranker, interaction_split.train)
@@ -78,11 +82,12 @@ def ranker_asset(name: str):
 RANKER_ASSETS = [ranker_asset(name) for name in zoo.names()]
 
 
-@asset(group_name=GROUP, ins={f"ranker_{n}": AssetIn() for n in zoo.names()},
+@asset(group_name=GROUP, partitions_def=DATASETS, ins={f"ranker_{n}": AssetIn() for n in zoo.names()},
        description="Every ranker scored by our metric code on the test split; each an MLflow run and a "
                    "registered pyfunc version.")
-def ranker_evaluation(context: AssetExecutionContext, dataset: DatasetResource, registry: RegistryResource,
+def ranker_evaluation(context: AssetExecutionContext, datasets: DatasetsResource, registry: RegistryResource,
                       interaction_split, image_embeddings: pd.DataFrame, **rankers) -> Output[pd.DataFrame]:
+    dataset = datasets.of(context)
     version = dataset.version()
     models = registry.for_dataset(dataset.name)
     rows = []
@@ -107,13 +112,14 @@ class GateConfig(Config):
     cold_recall_tolerance: float = 0.01
 
 
-@asset(group_name=GROUP,
-       check_specs=[AssetCheckSpec(GATE, asset="champion_ranker", blocking=True,
+@asset(group_name=GROUP, partitions_def=DATASETS,
+       check_specs=[AssetCheckSpec(GATE, asset="champion_ranker", partitions_def=DATASETS, blocking=True,
                                    description="The challenger becomes champion only by beating it.")],
        description="The best ranker of this run challenges the MLflow champion; the decision is attached to "
                    "its version.")
-def champion_ranker(context: AssetExecutionContext, config: GateConfig, dataset: DatasetResource,
+def champion_ranker(context: AssetExecutionContext, config: GateConfig, datasets: DatasetsResource,
                     registry: RegistryResource, ranker_evaluation: pd.DataFrame, interaction_split):
+    dataset = datasets.of(context)
     best = ranker_evaluation.iloc[0]
     metrics = {m: float(best[m]) for m in GATE_METRICS}
     models = registry.for_dataset(dataset.name)

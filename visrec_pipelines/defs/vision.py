@@ -9,7 +9,14 @@ import pandas as pd
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 
 from ..index.updating import update_item_index
-from ..resources import DatasetResource, DetectorResource, EncoderResource, RegistryResource, VectorIndexResource
+from ..resources import (
+    DatasetsResource,
+    DatasetView,
+    DetectorResource,
+    EncoderResource,
+    RegistryResource,
+    VectorIndexResource,
+)
 from ..vision.embedding_job import update_embeddings
 from ..vision.embedding_store import EmbeddingStore
 from ..vision.head_runs import train_and_log_heads
@@ -18,11 +25,12 @@ from ..vision.images import thumbnail_data_uri
 from ..vision.tagging import combine_tag_tables, detector_tag_lists, tag_items, tag_quality, unchanged_tags
 from ..warehouse import DamagedWarehouseFile
 from .metadata import dataset_metadata, gallery, table_preview
+from .partitions import DATASETS
 
 GROUP = "vision"
 
 
-def open_store(dataset: DatasetResource, encoder_id: str) -> EmbeddingStore:
+def open_store(dataset: DatasetView, encoder_id: str) -> EmbeddingStore:
     return EmbeddingStore(dataset.warehouse.embeddings_dir, encoder_id)
 
 
@@ -31,9 +39,11 @@ class EmbeddingConfig(Config):
     parallel_shards: int = 1  # >1: that many worker processes embed disjoint shards into one store
 
 
-@asset(group_name=GROUP, description="L2-normalised CNN vectors of every accepted image (incremental).")
-def image_embeddings(context: AssetExecutionContext, config: EmbeddingConfig, dataset: DatasetResource,
+@asset(group_name=GROUP, partitions_def=DATASETS,
+       description="L2-normalised CNN vectors of every accepted image (incremental).")
+def image_embeddings(context: AssetExecutionContext, config: EmbeddingConfig, datasets: DatasetsResource,
                      encoder: EncoderResource, raw_images: pd.DataFrame) -> Output[pd.DataFrame]:
+    dataset = datasets.of(context)
     model = encoder.get()
     store = EmbeddingStore.for_encoder(dataset.warehouse.embeddings_dir, model)
     if config.parallel_shards > 1:
@@ -47,7 +57,7 @@ def image_embeddings(context: AssetExecutionContext, config: EmbeddingConfig, da
             raise RuntimeError(f"embedding shard workers {failed} failed; see their output above")
         report = None
     else:
-        report = update_embeddings(store, model, raw_images, dataset.dataset.image_file,
+        report = update_embeddings(store, model, raw_images, dataset.folder.image_file,
                                    batch_size=config.batch_size, progress=True)
     store.compact()
     item_ids, _, top_classes, top_probs = store.load()
@@ -70,7 +80,7 @@ def image_embeddings(context: AssetExecutionContext, config: EmbeddingConfig, da
     return Output(frame, metadata=metadata)
 
 
-def aligned_features(dataset: DatasetResource, image_embeddings: pd.DataFrame, item_ids) -> tuple[list, np.ndarray]:
+def aligned_features(dataset: DatasetView, image_embeddings: pd.DataFrame, item_ids) -> tuple[list, np.ndarray]:
     store = open_store(dataset, image_embeddings["encoder_id"].iloc[0])
     ids, features, _, _ = store.load(item_ids)
     return list(ids), features
@@ -81,11 +91,13 @@ class HeadsConfig(Config):
     hidden: int = 256
 
 
-@asset(group_name=GROUP, description="Transfer learning: heads over the image features for the catalogue's "
+@asset(group_name=GROUP, partitions_def=DATASETS,
+       description="Transfer learning: heads over the image features for the catalogue's "
                                      "own labels, tracked as MLflow runs with held-out per-label metrics.")
-def tag_heads(context: AssetExecutionContext, config: HeadsConfig, dataset: DatasetResource,
+def tag_heads(context: AssetExecutionContext, config: HeadsConfig, datasets: DatasetsResource,
               registry: RegistryResource, image_embeddings: pd.DataFrame,
               item_catalogue: pd.DataFrame) -> Output[list]:
+    dataset = datasets.of(context)
     ids, features = aligned_features(dataset, image_embeddings, item_catalogue["item_id"])
     items = item_catalogue.set_index("item_id").loc[ids].reset_index()
     version = dataset.version()
@@ -112,10 +124,12 @@ class CatalogueChangeConfig(Config):
     removed_items: list[str] = []
 
 
-@asset(group_name=GROUP, description="Readable tags with confidences: ImageNet objects, colours, learned heads.")
-def semantic_tags(context: AssetExecutionContext, config: TagConfig, dataset: DatasetResource,
+@asset(group_name=GROUP, partitions_def=DATASETS,
+       description="Readable tags with confidences: ImageNet objects, colours, learned heads.")
+def semantic_tags(context: AssetExecutionContext, config: TagConfig, datasets: DatasetsResource,
                   detector: DetectorResource, image_embeddings: pd.DataFrame, tag_heads: list,
                   item_catalogue: pd.DataFrame) -> Output[pd.DataFrame]:
+    dataset = datasets.of(context)
     store = open_store(dataset, image_embeddings["encoder_id"].iloc[0])
     previous, repairs = _previous_tags(context, dataset) if config.only_items else (None, [])
     wanted = item_catalogue["item_id"]
@@ -124,7 +138,7 @@ def semantic_tags(context: AssetExecutionContext, config: TagConfig, dataset: Da
         wanted = wanted[~wanted.isin(kept["item_id"])]
     ids, features, top_classes, top_probs = store.load(wanted)
     items = item_catalogue.set_index("item_id").loc[ids].reset_index()
-    paths = [str(dataset.dataset.image_file(p)) for p in items["image_path"]]
+    paths = [str(dataset.folder.image_file(p)) for p in items["image_path"]]
     object_detector = detector.get()
     detections = detector_tag_lists(object_detector, paths) if object_detector is not None else None
     tags = tag_items(list(ids), paths, top_classes, top_probs,
@@ -134,7 +148,7 @@ def semantic_tags(context: AssetExecutionContext, config: TagConfig, dataset: Da
     if previous is not None:
         tags = combine_tag_tables(kept, tags, item_catalogue["item_id"])
         items = item_catalogue.set_index("item_id").loc[tags["item_id"]].reset_index()
-        paths = [str(dataset.dataset.image_file(p)) for p in items["image_path"]]
+        paths = [str(dataset.folder.image_file(p)) for p in items["image_path"]]
     multi = [h.group.column for h in tag_heads if h.group.multi_label]
     quality = tag_quality(tags, items, multi)
     shown = [(f"{r.item_id}: {t}", thumbnail_data_uri(Path(p))) for r, t, p in
@@ -149,7 +163,7 @@ def semantic_tags(context: AssetExecutionContext, config: TagConfig, dataset: Da
                                   "preview": table_preview(tags[["item_id", "tag_text"]])})
 
 
-def _previous_tags(context: AssetExecutionContext, dataset: DatasetResource) -> tuple[pd.DataFrame | None, list]:
+def _previous_tags(context: AssetExecutionContext, dataset: DatasetView) -> tuple[pd.DataFrame | None, list]:
     """The last tag table to update in place; None (tag everything) if it is missing or damaged."""
     try:
         return dataset.warehouse.read_table("semantic_tags"), []
@@ -158,11 +172,13 @@ def _previous_tags(context: AssetExecutionContext, dataset: DatasetResource) -> 
         return None, ["the last tag table could not be read; tagged the whole catalogue"]
 
 
-@asset(group_name=GROUP, description="Milvus collection of item vectors + tags/category (switched by alias), "
+@asset(group_name=GROUP, partitions_def=DATASETS,
+       description="Milvus collection of item vectors + tags/category (switched by alias), "
                                      "and the exact in-memory snapshot that serving searches.")
-def item_index(context: AssetExecutionContext, config: CatalogueChangeConfig, dataset: DatasetResource,
+def item_index(context: AssetExecutionContext, config: CatalogueChangeConfig, datasets: DatasetsResource,
                vector_index: VectorIndexResource, image_embeddings: pd.DataFrame, semantic_tags: pd.DataFrame,
                item_catalogue: pd.DataFrame) -> Output[pd.DataFrame]:
+    dataset = datasets.of(context)
     store = open_store(dataset, image_embeddings["encoder_id"].iloc[0])
     ids, features, _, _ = store.load(item_catalogue["item_id"])
     items = item_catalogue.set_index("item_id").loc[ids]
@@ -180,8 +196,8 @@ def item_index(context: AssetExecutionContext, config: CatalogueChangeConfig, da
     rows = []
     for item_id in examples:
         neighbours = snapshot.similar_items(item_id, k=4)
-        cells = [(f"query {item_id}", thumbnail_data_uri(dataset.dataset.image_file(items.loc[item_id, "image_path"])))]
-        cells += [(f"{n} ({s:.2f})", thumbnail_data_uri(dataset.dataset.image_file(items.loc[n, "image_path"])))
+        cells = [(f"query {item_id}", thumbnail_data_uri(dataset.folder.image_file(items.loc[item_id, "image_path"])))]
+        cells += [(f"{n} ({s:.2f})", thumbnail_data_uri(dataset.folder.image_file(items.loc[n, "image_path"])))
                   for n, s in neighbours]
         rows.extend(cells)
     frame = pd.DataFrame({"item_id": ids, "category": categories, "collection": collection})

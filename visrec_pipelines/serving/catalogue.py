@@ -11,6 +11,7 @@ import numpy as np
 
 from ..data.contract import Dataset
 from ..index.exact import ExactIndex
+from ..paths import OutsideFolder
 
 LABEL_FALLBACK = ("category", "genres")  # a category for cold-start diversity when tags have none
 
@@ -72,11 +73,11 @@ class ItemCatalogue:
         relative = self.image_paths[row]
         if not relative:
             return None
-        root = self.dataset.root.resolve()
-        path = (root / relative).resolve()
-        if root not in path.parents or not path.is_file():
+        try:
+            path = self.dataset.image_file(relative)        # the one rule: no way out of the folder
+        except OutsideFolder:
             return None
-        return path
+        return path if path.is_file() else None
 
     def card(self, row: int) -> dict:
         """The item as every response shows it (precomputed: responses copy it and add to it)."""

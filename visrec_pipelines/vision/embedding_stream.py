@@ -64,7 +64,7 @@ def embed_images(records: Iterable[tuple[str, str | Path]], encoder: ImageEncode
                             for i in range(0, len(chunk), LANE_TASK)])
 
     try:
-        with tqdm(total=total, disable=not progress, desc="embedding images", unit="img") as bar:
+        with tqdm(total=total, disable=not progress or total == 0, desc="embedding images", unit="img") as bar:
             for _ in range(depth):
                 submit_next()
             while pending:
