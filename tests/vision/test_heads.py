@@ -57,3 +57,62 @@ def test_heads_learn_and_round_trip():
     probabilities = label_probabilities(heads, features[:2])
     assert set(probabilities[0]) == {"colour", "genres"}
     assert abs(sum(probabilities[0]["colour"].values()) - 1) < 1e-5
+
+
+def imbalanced(n=900, n_classes=30, dim=48, seed=1):
+    """Many classes of very unequal sizes (the last ones rare), features = class centre + noise."""
+    rng = np.random.default_rng(seed)
+    sizes = 1.0 / np.arange(1, n_classes + 1) ** 2
+    labels = rng.choice([f"c{k}" for k in range(n_classes)], n, p=sizes / sizes.sum())
+    centres = {f"c{k}": rng.standard_normal(dim) for k in range(n_classes)}
+    features = np.stack([centres[label] for label in labels]) + 1.2 * rng.standard_normal((n, dim))
+    items = pd.DataFrame({"item_id": [f"i{k}" for k in range(n)], "kind": labels})
+    return items, features.astype(np.float32)
+
+
+def test_heads_beat_majority_and_stay_calibrated_with_many_imbalanced_classes():
+    from visrec_pipelines.vision.heads import LabelGroup
+    items, features = imbalanced()
+    head = train_head(features, items, LabelGroup("kind", False, ()))
+    majority = items["kind"].value_counts(normalize=True).iloc[0]
+    assert head.metrics["accuracy"] > majority + 0.3
+    assert head.metrics["expected_calibration_error"] < 0.1        # confidences mean what they say
+    assert head.rare_labels and min(head.rare_labels.values()) < 2   # reported, not silently dropped
+    assert "(other)" in head.group.labels                         # rare items form "none of these"
+    decided = head.decide(head.predict(features[:20]))
+    assert all(len(d) == 1 and d[0] != "(other)" for d in decided)  # always a known label to tag
+
+
+def test_head_at_least_as_accurate_as_a_plain_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    from visrec_pipelines.vision.heads import LabelGroup
+    items, features = imbalanced(seed=2)
+    head = train_head(features, items, LabelGroup("kind", False, ()))
+    test = held_out_mask(items["item_id"])
+    probe = LogisticRegression(max_iter=1000).fit(features[~test], items["kind"][~test])
+    assert head.metrics["accuracy"] >= (probe.predict(features[test]) == items["kind"][test]).mean() - 0.02
+
+
+def test_multi_label_thresholds_are_chosen_out_of_fold():
+    items, features = catalogue()
+    head = train_head(features, items, next(g for g in find_label_groups(items) if g.multi_label))
+    assert head.thresholds.shape == (3,) and ((head.thresholds > 0) & (head.thresholds < 1)).all()
+    assert head.metrics["micro_f1"] > 0.8
+
+
+def test_variants_share_one_fit_and_a_missing_block_is_left_out():
+    from visrec_pipelines.vision.heads import LabelGroup, train_head_variants
+    items, features = catalogue()
+    noise = np.random.default_rng(5).standard_normal((len(items), 16)).astype(np.float32)
+    variants = train_head_variants({"image": features, "text": noise}, items, LabelGroup("colour", False, ()),
+                                   {"image": ("image",), "both": ("image", "text")})
+    both = variants["both"]
+    assert [name for name, _ in both.blocks] == ["image", "text"]
+    assert both.metrics["fusion.text"] < both.metrics["fusion.image"]     # noise gets little weight
+    without_text = both.predict({"image": features[:50]}, allow_missing=True)
+    assert (without_text.argmax(1) == variants["image"].predict(features[:50]).argmax(1)).mean() > 0.9
+    restored = TrainedHead.from_bytes(both.to_bytes())
+    blocks = {"image": features[:5], "text": noise[:5]}
+    np.testing.assert_allclose(restored.predict(blocks), both.predict(blocks), atol=1e-6)
+    assert restored.rare_labels == both.rare_labels

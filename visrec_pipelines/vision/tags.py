@@ -29,12 +29,14 @@ _ROUNDING = 1e-6  # float32 probabilities may sum to a hair over 1
 
 @dataclass(frozen=True)
 class Tag:
-    """One readable tag. `sources` lists every source that agreed (set by `merge_tags`)."""
+    """One readable tag. `sources` lists every source that agreed (set by `merge_tags`); `decided`:
+    a calibrated head chose it with a threshold set on held-out items, so no generic bar applies."""
     name: str
     confidence: float
     source: str
     kind: str
     sources: tuple[str, ...] = ()
+    decided: bool = False
 
     def __post_init__(self):
         confidence = float(self.confidence)
@@ -89,12 +91,25 @@ def imagenet_tags(top_class_ids: Sequence[int], top_probs: Sequence[float],
 
 # --- learned heads ----------------------------------------------------------------------------
 
-def head_tags(probabilities: Mapping[str, Mapping[str, float]], min_confidence: float = 0.05) -> list[Tag]:
-    """{label_group: {label: prob}} from learned heads -> tags of kind label_group (None/NaN = unknown)."""
-    tags = [Tag(label, prob, "head", group)
-            for group, labels in probabilities.items() for label, prob in labels.items()
-            if prob is not None and not math.isnan(prob) and prob >= min_confidence]
+def head_tags(probabilities: Mapping[str, Mapping[str, float]], min_confidence: float = 0.05,
+              kinds: Mapping[str, str] | None = None) -> list[Tag]:
+    """{label_group: {label: prob}} from learned heads -> tags of kind label_group (or ``kinds[group]``).
+    Where a head's decisions come along (``heads.LabelScores.decided``) exactly those labels are
+    tagged; otherwise every label at ``min_confidence`` or above (None/NaN = unknown)."""
+    tags = []
+    for group, labels in probabilities.items():
+        kind = (kinds or {}).get(group, group)
+        decided = getattr(labels, "decided", None)
+        if decided is not None:
+            tags += [Tag(label, _probability(labels.get(label)), "head", kind, decided=True) for label in decided]
+            continue
+        tags += [Tag(label, prob, "head", kind) for label, prob in labels.items()
+                 if prob is not None and not math.isnan(prob) and prob >= min_confidence]
     return _by_confidence(tags)
+
+
+def _probability(value) -> float:
+    return 0.0 if value is None or math.isnan(value) else float(value)
 
 
 # --- merging ----------------------------------------------------------------------------------
@@ -104,7 +119,8 @@ def merge_tags(tag_lists: Iterable[Iterable[Tag]], min_confidence: float = 0.3, 
                max_colours: int = 2, min_colour_ratio: float = 0.25) -> list[Tag]:
     """The union of several sources' tags -> a short, deduplicated list sorted by confidence.
 
-    Tags naming the same thing (after lower-casing and `synonyms`) become one tag. Within a source
+    Tags naming the same thing (after lower-casing and `synonyms`) become one tag; a head's decided
+    tags stay whatever their confidence (their bar was set on held-out items). Within a source
     the best one counts; across sources the evidence is combined by noisy-OR (independent sources
     that agree raise confidence) or "max". The merged kind prefers anything over the generic
     "object", so "object: shoe" + "category: shoe" is one category tag. Colours are kept apart
@@ -118,9 +134,21 @@ def merge_tags(tag_lists: Iterable[Iterable[Tag]], min_confidence: float = 0.3, 
         name = _canonical(tag.name, synonyms)
         groups.setdefault((name, tag.kind == "colour"), []).append(tag)
     merged = [_merge_group(name, tags, combine) for (name, _), tags in groups.items()]
-    merged = [tag for tag in merged if tag.confidence >= min_confidence]
+    merged = [tag for tag in merged if tag.decided or tag.confidence >= min_confidence]
     merged = _drop_minor_colours(_by_confidence(merged), max_colours, min_colour_ratio)
-    return merged[:max_tags]
+    return _shortlist(merged, max_tags)
+
+
+KEY_KINDS = ("category", "colour")  # what top_tag reads for the tag table and the item index
+
+
+def _shortlist(tags: list[Tag], max_tags: int) -> list[Tag]:
+    """The max_tags most confident, but never without the best category and colour tag: with many
+    label groups, a 68-way category at 0.4 must not lose its place to a 5-way group at 0.9."""
+    must = [next(t for t in tags if t.kind == kind) for kind in KEY_KINDS if any(t.kind == kind for t in tags)]
+    chosen = {id(t) for t in must}
+    rest = [t for t in tags if id(t) not in chosen]
+    return _by_confidence(must + rest[:max(max_tags - len(must), 0)])
 
 
 def _canonical(name: str, synonyms: Mapping[str, str]) -> str:
@@ -141,7 +169,11 @@ def _merge_group(name: str, tags: list[Tag], combine: str) -> Tag:
     best = max(tags, key=lambda t: t.confidence)
     specific = [t for t in tags if t.kind != "object"]
     kind = max(specific, key=lambda t: t.confidence).kind if specific else "object"
-    return Tag(name, confidence, best.source, kind, tuple(best_per_source))
+    decided = [t for t in tags if t.decided]
+    if decided:  # the head's decision names the kind: "category: Dress", not ImageNet's guess
+        # ... and "Shorts" decided as category and as garment group stays the category
+        kind = max(decided, key=lambda t: (t.kind in KEY_KINDS, t.confidence)).kind
+    return Tag(name, confidence, best.source, kind, tuple(best_per_source), bool(decided))
 
 
 def _drop_minor_colours(tags: list[Tag], max_colours: int, min_ratio: float) -> list[Tag]:
