@@ -1,23 +1,27 @@
-"""Every visrec ranker against Cornac's MostPop, BPR and VBPR on MovieLens, in one run, one split,
-scored by our metric code (../shared/docs/evaluation.md).
+"""Every visrec ranker of the zoo against Cornac's peers, per dataset, in one run: one split per
+dataset, every model scored by our metric code (../shared/docs/evaluation.md).
 
-    flock /tmp/visrec-bench.lock python -m benchmarks.rankers      # from the repo root
+    flock /tmp/visrec-bench.lock python -m benchmarks.rankers                      # from the repo root
+    python -m benchmarks.rankers --dataset movielens-small --dataset my-shop --all
 
-Protocol: positives = rating >= 4, catalogue = movies with a poster (that embeds), per-user
-chronological 80/20 split. Our rankers choose hyper-parameters and epochs on the VALIDATION slice
-(fit on ``tune_data``, early stopping on ``validation``), then are refit on all of train for the
-chosen epochs: that refit is ``train_s``. Cornac's peers run with the settings named below, and
-``bpr_cornac_settings`` / ``vbpr_cornac_settings`` are ours with exactly the peer's epochs, factors
-and learning rate: the training-time targets compare those like for like.
-Image features: EfficientNet-Lite0 (``vision.encoders``), cached in ~/.cache/visrec/bench/.
-The last line printed is one JSON object.
+Datasets: ``movielens-small`` (../shared/datasets, posters as images), ``demo`` (the built-in demo
+shop, generated once with its default seed), ``demo-purchases`` (the same shop, purchases only: a
+sparse shop), ``movielens-sparse`` (half the users, 40% of the films: a sparse slice) and any
+dataset imported under ``assets/NAME`` (read through ``data.contract.Dataset``, validated and split
+as the pipeline does: ``recsys.offline.folder_split``).
+
+Ours are trained exactly as the pipeline trains them (``zoo.train``: grids and early stopping on the
+VALIDATION slice, then refit on all of train; ``train_s`` is all of that). Cornac's peers get the
+same treatment where they have a knob (EASE's λ, ItemKNN's k: the grid is searched on the
+validation slice) and Cornac's settings otherwise; their ``train_s`` includes their search too. The
+strongest peer is the best of Cornac's and visual kNN. Image features: EfficientNet-Lite0, cached
+in ~/.cache/visrec/bench/. The last line printed is one JSON object.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
-import itertools
 import json
 import math
 import os
@@ -32,7 +36,7 @@ import pandas as pd
 from visrec_pipelines.recsys import zoo
 from visrec_pipelines.recsys.base import Ranker, TrainData
 from visrec_pipelines.recsys.item_content import item_content
-from visrec_pipelines.recsys.iterative import IterativeRanker
+from visrec_pipelines.recsys.iterative import validation_metric
 from visrec_pipelines.recsys.metrics import evaluate
 from visrec_pipelines.recsys.split import Split, make_split
 
@@ -40,42 +44,11 @@ REPO = Path(__file__).resolve().parents[1]
 MOVIELENS = Path(os.environ.get("VISREC_MOVIELENS", REPO.parent / "shared" / "datasets" / "movielens-small"))
 CACHE = Path(os.environ.get("VISREC_BENCH_CACHE", Path.home() / ".cache" / "visrec" / "bench"))
 SEED = 0
-COLUMNS = ("ndcg@20", "recall@20", "precision@20", "auc", "coverage@20", "cold_recall@20")
-# This benchmark's grids, wider than the zoo's (a ranker not listed searches its class's ``tuning``).
-GRIDS = {
-    "itemknn": {"neighbours": [50, 100, 200, 400, 800]},
-    "ease": {"l2": [50, 100, 200, 400, 800]},
-    "bpr": {"factors": [64, 128], "lr": [0.05], "reg": [0.01, 0.003], "epochs": [300], "patience": [4]},
-    "vbpr": {"factors": [32], "visual_factors": [32], "lr": [0.005, 0.01], "negatives": ["all", "warm"],
-             "epochs": [60], "patience": [3]},
-    "amr": {"factors": [32], "visual_factors": [32], "lr": [0.005, 0.01], "epochs": [60], "patience": [3],
-            "epsilon": [0.1]},
-}
-
-
-def grid(**axes) -> list[dict]:
-    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
-
-
-def our_rankers() -> dict[str, tuple[type, list[dict]]]:
-    """name → (class, hyper-parameter grid searched on the validation slice): every ranker in the
-    zoo's registry, plus the content ranker without the posters (an ablation, at the same L2)."""
-    registry = {}
-    for name, cls in zoo.rankers().items():
-        registry[name] = (cls, grid(**GRIDS.get(name, cls.tuning if has_epochs(cls) else {})))
-        if name == "visual_content":
-            registry["visual_content_no_image"] = (cls, grid(weight_decay=[1e-3], use_image=[False]))
-    return registry
-
-
-def visual_rankers() -> set[str]:
-    """The rankers that use image features (the registry's ``needs``, and our VBPR at Cornac's settings)."""
-    return {name for name, cls in zoo.rankers().items() if "image_features" in cls.needs} | {"vbpr_cornac_settings"}
-
-
-def has_epochs(cls) -> bool:
-    """Trained for a number of epochs (so tuned with early stopping on the validation slice)?"""
-    return issubclass(cls, IterativeRanker)
+DEFAULT_DATASETS = ("movielens-small", "demo")
+COLUMNS = ("ndcg@20", "recall@20", "cold_recall@20", "diversity@20", "novelty@20", "coverage@20", "auc")
+VISUAL_PEER = "visual_knn"     # ours, but a baseline: it counts as a peer
+TARGETS = {"movielens-small": {"ndcg_ratio": 1.10, "cold_recall@20": 0.03, "zoo_train_s": 300.0},
+           "demo": {"ndcg_ratio": 1.10}}
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -111,16 +84,41 @@ def poster_features(root: Path) -> tuple[np.ndarray, np.ndarray, str]:
     return np.asarray(ids), np.concatenate(features), encoder.encoder_id
 
 
-def movielens_split(root: Path) -> tuple[Split, str]:
+def movielens_split(root: Path, users: float = 1.0, items: float = 1.0) -> tuple[Split, str]:
+    """The MovieLens split; ``users`` / ``items`` < 1 keep that random share (seeded): a sparser slice."""
     item_ids, features, encoder_id = poster_features(root)
     movies = pd.read_csv(root / "movies.csv", dtype=str)
-    movie_ids = movies[movies.columns[0]]
-    catalogue = movie_ids[movie_ids.isin(set(item_ids))].to_numpy()   # movies with a usable poster
-    row = {item: n for n, item in enumerate(item_ids)}
-    split = make_split(movielens_events(root), catalogue,
-                       item_features=features[[row[i] for i in catalogue]])
     movies.columns = ["item_id", *movies.columns[1:]]
+    catalogue = movies["item_id"][movies["item_id"].isin(set(item_ids))].to_numpy()  # films with a poster
+    events = movielens_events(root)
+    rng = np.random.default_rng(SEED)
+    catalogue = catalogue[rng.random(len(catalogue)) < items]
+    people = events["user_id"].unique()
+    events = events[events["user_id"].isin(set(people[rng.random(len(people)) < users]))]
+    row = {item: n for n, item in enumerate(item_ids)}
+    split = make_split(events, catalogue, item_features=features[[row[i] for i in catalogue]])
     return split.with_item_content(item_content(movies, split.train.item_ids)), encoder_id
+
+
+def load_split(name: str) -> tuple[Split, str]:
+    from visrec_pipelines.data.contract import Dataset
+    from visrec_pipelines.recsys.offline import folder_split
+
+    if name == "movielens-small":
+        return movielens_split(MOVIELENS)
+    if name == "movielens-sparse":
+        return movielens_split(MOVIELENS, users=0.5, items=0.4)
+    if name in ("demo", "demo-purchases"):
+        from visrec_pipelines.data.demo import generate_demo
+
+        root = CACHE / "demo-shop"
+        shop = Dataset(root) if Dataset(root).exists() else generate_demo(root)
+        options = {"implicit_positive_types": ("purchase",), "min_positives": 3} if name != "demo" else {}
+        return folder_split(shop, CACHE / "features", **options)
+    folder = REPO / "assets" / name
+    if not Dataset(folder).exists():
+        raise SystemExit(f"no dataset {name!r}: expected items.csv and events.csv in {folder}")
+    return folder_split(Dataset(folder), CACHE / "features")
 
 
 # --- Cornac peers ---------------------------------------------------------------------------------
@@ -151,172 +149,139 @@ class CornacRanker(Ranker):
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        return np.stack([np.asarray(self.model.score(int(u)), dtype=np.float64)
-                         for u in np.atleast_1d(users)])
+        scores = np.stack([np.asarray(self.model.score(int(u)), dtype=np.float64).ravel()
+                           for u in np.atleast_1d(users)])
+        return np.nan_to_num(scores, nan=-np.inf)
 
 
 def cornac_peers() -> dict:
-    from cornac.models import BPR, VBPR, MostPop
+    """name → (factory(**setting), grid searched on the validation slice)."""
+    from cornac.models import BPR, EASE, VBPR, ItemKNN, MostPop
 
     return {
-        "cornac_mostpop": (lambda: CornacRanker(MostPop(), "cornac_mostpop"), {}),
-        "cornac_bpr": (lambda: CornacRanker(BPR(k=64, max_iter=200, learning_rate=0.05, lambda_reg=0.01,
-                                                seed=SEED, verbose=False), "cornac_bpr"),
-                       {"k": 64, "max_iter": 200, "learning_rate": 0.05, "lambda_reg": 0.01}),
-        "cornac_vbpr": (lambda: CornacRanker(VBPR(k=32, k2=32, n_epochs=20, learning_rate=0.005,
-                                                  seed=SEED, use_gpu=False, verbose=False),
-                                             "cornac_vbpr", images=True),
-                        {"k": 32, "k2": 32, "n_epochs": 20, "learning_rate": 0.005, "batch_size": 100}),
+        "cornac_mostpop": (lambda: MostPop(), [{}]),
+        "cornac_itemknn": (lambda k: ItemKNN(k=k, similarity="cosine", verbose=False), [{"k": 50}, {"k": 200}]),
+        "cornac_ease": (lambda lamb: EASE(lamb=lamb, verbose=False, seed=SEED),
+                        [{"lamb": 50.0}, {"lamb": 200.0}, {"lamb": 800.0}]),
+        "cornac_bpr": (lambda: BPR(k=64, max_iter=200, learning_rate=0.05, lambda_reg=0.01, seed=SEED,
+                                   verbose=False), [{}]),
+        "cornac_vbpr": (lambda: VBPR(k=32, k2=32, n_epochs=20, learning_rate=0.005, seed=SEED, use_gpu=False,
+                                     verbose=False), [{}]),
     }
+
+
+def run_peer(name: str, factory, grid: list[dict], split: Split) -> tuple[Ranker, dict, float]:
+    """(the peer refit on train with the setting best on the validation slice, that setting, seconds)."""
+    images = name == "cornac_vbpr"
+    started = time.perf_counter()
+    best = grid[0]
+    if len(grid) > 1:
+        tune = split.tune_data()
+        scores = [validation_metric(CornacRanker(factory(**g), name, images).fit(tune), tune, split.validation)
+                  for g in grid]
+        best = grid[int(np.argmax(scores))]
+    model = CornacRanker(factory(**best), name, images).fit(split.train)
+    return model, best, time.perf_counter() - started
 
 
 # --- running --------------------------------------------------------------------------------------
 
-def tune(cls, candidates: list[dict], split: Split) -> tuple[dict, float]:
-    """The candidate with the best validation NDCG@20 (fit on tune_data, stopped on validation)."""
-    tuning = split.for_tuning()
-    best, best_ndcg = None, -1.0
-    for params in candidates:
-        model = cls(seed=SEED, **params).fit(tuning.train, tuning.test)
-        ndcg = float(evaluate(model, tuning, with_auc=False)["ndcg@20"])
-        epochs = int(model.best_epoch) if has_epochs(cls) and model.best_epoch else None
-        chosen = {**params, **({"epochs": epochs, "patience": None} if epochs else {})}
-        print(f"  tune {cls.__name__:16s} {params} -> val ndcg@20 {ndcg:.4f}"
-              + (f", best epoch {epochs}" if epochs else ""), flush=True)
-        if ndcg > best_ndcg:
-            best, best_ndcg = chosen, ndcg
-    return best, best_ndcg
-
-
-def timed_fit_and_score(model: Ranker, split: Split, fitted: dict | None = None) -> dict:
-    """Metrics and train time of ``model`` refit on all of train; the model is kept in ``fitted``."""
-    started = time.perf_counter()
-    model.fit(split.fit_data())
-    seconds = time.perf_counter() - started
+def row_of(model: Ranker, split: Split, seconds: float) -> dict:
     metrics = evaluate(model, split)
-    if fitted is not None:
-        fitted[model.name] = model
-    return {**{c: float(metrics[c]) for c in COLUMNS}, "train_s": round(seconds, 3)}
+    return {**{c: float(metrics[c]) for c in COLUMNS}, "train_s": round(seconds, 2)}
 
 
-def adversarial_robustness(fitted: dict, split: Split, epsilons=(0.05, 0.1, 0.2)) -> dict:
-    """Relative NDCG@20 drop of VBPR and AMR under the same FGSM attack on the image features."""
-    from visrec_pipelines.recsys.models.amr import robustness
+def run_dataset(name: str, names: list[str], wanted) -> dict:
+    split, encoder_id = load_split(name)
+    print(f"\n=== {name}\nprotocol {split.protocol}\nsplit {split.report}\nimage features {encoder_id}", flush=True)
+    results, params, importance = {}, {}, {}
+    for ranker in names:
+        if not wanted(ranker):
+            continue
+        cls = zoo.rankers()[ranker]
+        if cls.missing_inputs(split.train):
+            print(f"{ranker}: skipped ({'; '.join(cls.missing_inputs(split.train))})", flush=True)
+            continue
+        trained = zoo.train(ranker, split, seed=SEED)
+        results[ranker] = row_of(trained.ranker, split, trained.train_seconds)
+        params[ranker] = trained.params
+        if hasattr(trained.ranker, "signal_importance"):
+            importance[ranker] = trained.ranker.signal_importance()
+        print(f"{ranker}: {results[ranker]} {params[ranker]}", flush=True)
+    for peer, (factory, grid) in cornac_peers().items():
+        if wanted(peer) and (peer != "cornac_vbpr" or split.train.item_features is not None):
+            model, setting, seconds = run_peer(peer, factory, grid, split)
+            results[peer], params[peer] = row_of(model, split, seconds), setting
+            print(f"{peer}: {results[peer]} {setting}", flush=True)
+    zoo_seconds = sum(results[n]["train_s"] for n in zoo.names() if n in results)
+    print_table(name, results, params)
+    for ranker, shares in importance.items():
+        print(f"{ranker} leaned on (share of LightGBM gain by signal group): {shares}")
+    print(f"default zoo trained in {zoo_seconds:.1f} s ({', '.join(n for n in zoo.names() if n in results)})")
+    return summarise(name, results, params, importance, zoo_seconds, split)
 
-    out = {}
-    for name in ("vbpr", "amr"):
-        if name in fitted:
-            out[name] = {str(e): robustness(fitted[name], split, e) for e in epsilons}
-            print(f"robustness {name}: " + ", ".join(
-                f"eps {e}: ndcg {r['ndcg@20']:.4f} -> {r['ndcg@20_attacked']:.4f} "
-                f"(-{100 * r['ndcg@20_drop']:.1f}%)" for e, r in out[name].items()), flush=True)
+
+def summarise(name, results, params, importance, zoo_seconds, split) -> dict:
+    peers = {n: r for n, r in results.items() if n.startswith("cornac_") or n == VISUAL_PEER}
+    ours = {n: r for n, r in results.items() if n not in peers}
+    best = max(ours, key=lambda n: ours[n]["ndcg@20"]) if ours else None
+    peer = max(peers, key=lambda n: peers[n]["ndcg@20"]) if peers else None
+    ratio = ours[best]["ndcg@20"] / peers[peer]["ndcg@20"] if best and peer and peers[peer]["ndcg@20"] else None
+    out = {"models": {n: {k: clean(v) for k, v in r.items()} for n, r in results.items()},
+           "best_model": best, "best_peer": peer, "ndcg_ratio": clean(ratio), "zoo_train_s": round(zoo_seconds, 1),
+           "signal_importance": importance, "split": split.report, "protocol": split.protocol,
+           "params": {n: {k: clean(v) for k, v in p.items()} for n, p in params.items()}}
+    goals = TARGETS.get(name, {})
+    checks = {}
+    if "ndcg_ratio" in goals and ratio is not None:
+        checks[f"ndcg_ratio>={goals['ndcg_ratio']:.2f}"] = ratio >= goals["ndcg_ratio"]
+    if "cold_recall@20" in goals and best:
+        checks[f"best_model_cold_recall@20>={goals['cold_recall@20']:.2f}"] = \
+            results[best]["cold_recall@20"] >= goals["cold_recall@20"]
+    if "zoo_train_s" in goals:
+        checks[f"zoo_train_s<={goals['zoo_train_s']:.0f}"] = zoo_seconds <= goals["zoo_train_s"]
+    out["targets"] = checks
     return out
 
 
-def print_table(results: dict, params: dict) -> None:
-    header = f"{'model':26s}" + "".join(f"{c:>15s}" for c in (*COLUMNS, "train_s"))
-    print(header)
-    print("-" * len(header))
-    for name, row in results.items():
+def print_table(dataset: str, results: dict, params: dict) -> None:
+    header = f"{'model (' + dataset + ')':28s}" + "".join(f"{c:>15s}" for c in (*COLUMNS, "train_s"))
+    print("\n" + header + "\n" + "-" * len(header))
+    for name, row in sorted(results.items(), key=lambda kv: -kv[1]["ndcg@20"]):
         cells = "".join(f"{row[c]:15.4f}" for c in COLUMNS) + f"{row['train_s']:15.2f}"
-        print(f"{name:26s}{cells}   {params.get(name, {})}")
+        print(f"{name:28s}{cells}   {params.get(name, {})}")
 
 
 def clean(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return round(value, 5) if isinstance(value, float) else value
-
-
-def run_ours(split: Split, wanted, fitted: dict) -> tuple[dict, dict]:
-    results, params = {}, {}
-    progress = {"progress": sys.stderr.isatty()}
-    for name, (cls, candidates) in our_rankers().items():
-        if not wanted(name):
-            continue
-        extra = progress if has_epochs(cls) else {}
-        if len(candidates) > 1 or has_epochs(cls):
-            chosen, val_ndcg = tune(cls, candidates, split)
-        else:
-            chosen, val_ndcg = candidates[0], float("nan")
-        results[name] = timed_fit_and_score(cls(seed=SEED, **chosen, **extra), split, fitted)
-        params[name] = {**chosen, "val_ndcg@20": round(val_ndcg, 4)}
-        print(f"{name}: {results[name]}", flush=True)
-    # the same epochs, factors and learning rate as the Cornac peer, no early stopping: the time
-    # targets compare training budgets like for like (the tuned rows above choose their own epochs)
-    from visrec_pipelines.recsys.models.bpr import BPR
-    from visrec_pipelines.recsys.models.vbpr import VBPR
-
-    same_settings = {
-        "bpr_cornac_settings": (BPR, {"factors": 64, "epochs": 200, "lr": 0.05, "reg": 0.01}),
-        "vbpr_cornac_settings": (VBPR, {"factors": 32, "visual_factors": 32, "epochs": 20, "lr": 0.005}),
-    }
-    for name, (cls, settings) in same_settings.items():
-        if wanted(name):
-            params[name] = settings
-            results[name] = timed_fit_and_score(cls(seed=SEED, patience=None, **settings), split)
-            print(f"{name}: {results[name]}", flush=True)
-    return results, params
-
-
-def targets(results: dict, ratio: float | None) -> dict:
-    """The goals of this benchmark, checked on this run's numbers."""
-    def get(name, key):
-        return results.get(name, {}).get(key)
-
-    visual = {n: r["cold_recall@20"] for n, r in results.items()
-              if n in visual_rankers() and math.isfinite(r["cold_recall@20"])}
-    out = {"ndcg_ratio>=1.10": None if ratio is None else ratio >= 1.10}
-    if visual:
-        best_cold = max(visual, key=visual.get)
-        out["visual_cold_recall>=0.02"] = {"model": best_cold, "cold_recall@20": round(visual[best_cold], 5),
-                                           "met": visual[best_cold] >= 0.02}
-    if get("bpr_cornac_settings", "train_s") and get("cornac_bpr", "train_s"):
-        time_ratio = get("bpr_cornac_settings", "train_s") / get("cornac_bpr", "train_s")
-        out["bpr_time<=cornac_bpr(same epochs, factors)"] = {"time_ratio": round(time_ratio, 3),
-                                                             "met": time_ratio <= 1.0}
-    for ours in ("vbpr_cornac_settings", "vbpr"):   # same budget as the peer; tuned (own epochs)
-        if get(ours, "train_s") and get("cornac_vbpr", "train_s"):
-            time_ratio = get(ours, "train_s") / get("cornac_vbpr", "train_s")
-            better = get(ours, "ndcg@20") >= get("cornac_vbpr", "ndcg@20")
-            key = "vbpr_time<=0.25xcornac_vbpr_at>=ndcg" + ("" if ours != "vbpr" else " (tuned vbpr)")
-            out[key] = {"model": ours, "time_ratio": round(time_ratio, 3), "ndcg_not_worse": better,
-                        "met": time_ratio <= 0.25 and better}
-    return out
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return None if not math.isfinite(value) else round(value, 5)
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", action="append", help="a dataset (repeatable); default: "
+                        + ", ".join(DEFAULT_DATASETS))
     parser.add_argument("--only", nargs="*", help="run only these rankers (names as in the table)")
+    parser.add_argument("--all", action="store_true", help="every available ranker, not only the default zoo")
     args = parser.parse_args()
-    split, encoder_id = movielens_split(MOVIELENS)
-    print(f"protocol {split.protocol}\nsplit {split.report}\nimage features {encoder_id}", flush=True)
+    load = os.getloadavg()
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores", flush=True)
+    names = zoo.available() if args.all else zoo.names()
 
     def wanted(name: str) -> bool:
         return not args.only or name in args.only
 
-    fitted: dict = {}
-    results, params = run_ours(split, wanted, fitted)
-    robust = adversarial_robustness(fitted, split)
-    for name, (factory, settings) in cornac_peers().items():
-        if wanted(name):
-            results[name], params[name] = timed_fit_and_score(factory(), split), settings
-            print(f"{name}: {results[name]}", flush=True)
-
-    print()
-    print_table(results, params)
-    ours = {n: r for n, r in results.items() if not n.startswith("cornac_")}
-    peers = {n: r for n, r in results.items() if n.startswith("cornac_")}
-    best_ours = max(ours, key=lambda n: ours[n]["ndcg@20"]) if ours else None
-    best_peer = max(peers, key=lambda n: peers[n]["ndcg@20"]) if peers else None
-    ratio = ours[best_ours]["ndcg@20"] / peers[best_peer]["ndcg@20"] if best_ours and best_peer else None
-    print(json.dumps({"models": {n: {k: clean(v) for k, v in r.items()} for n, r in results.items()},
-                      "best_ours": best_ours, "best_peer": best_peer, "ndcg_ratio": clean(ratio),
-                      "targets": targets(results, ratio),
-                      "adversarial_ndcg_drop": {n: {e: clean(r["ndcg@20_drop"]) for e, r in per.items()}
-                                                for n, per in robust.items()},
-                      "protocol": split.protocol, "split": split.report, "image_features": encoder_id,
-                      "params": {n: {k: clean(v) for k, v in p.items()} for n, p in params.items()}}))
+    summaries = {name: run_dataset(name, names, wanted) for name in args.dataset or DEFAULT_DATASETS}
+    main_name = "movielens-small" if "movielens-small" in summaries else next(iter(summaries))
+    head = summaries[main_name]
+    print(json.dumps({"dataset": main_name, "ndcg_ratio": head["ndcg_ratio"], "best_model": head["best_model"],
+                      "best_peer": head["best_peer"], "models": head["models"], "zoo_train_s": head["zoo_train_s"],
+                      "targets": {n: s["targets"] for n, s in summaries.items()},
+                      "load_average_at_start": [round(v, 2) for v in load],
+                      "datasets": {n: {k: v for k, v in s.items() if k != "protocol"} for n, s in summaries.items()},
+                      "protocol": head["protocol"]}, default=clean))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,8 @@ def test_gate_and_rollback(settings, split):
 
     better = register(registry, split, MostPop())                       # equal is not better either
     assert not gate(registry, split, *better).promote
+    review = registry.client().get_model_version(registry.model_name, better[2])
+    assert "Paired bootstrap over users" in review.description and float(review.tags["gate_p_value"]) == 1.0
 
     bundle = registry.load_bundle(first[2])          # scores users with no training data
     recs = bundle.recommend(["u1", "stranger"], k=5)
@@ -129,3 +131,54 @@ def test_cli_rollback(isolated_env, split):
     assert again.output.strip().splitlines()[-1] == (
         "Error: visrec-ranker-cli has no previous champion to roll back to (champion history: ['1']); "
         "a rollback needs two promotions")
+
+
+def per_user(ndcg, cold=None, positives=None) -> pd.DataFrame:
+    n = len(ndcg)
+    return pd.DataFrame({"ndcg@20": ndcg, "recall@20": ndcg,
+                         "cold_recall@20": np.full(n, np.nan) if cold is None else cold,
+                         "train_positives": np.arange(n) + 5 if positives is None else positives},
+                        index=pd.Index(np.arange(n), name="user"))
+
+
+def metrics_of(frame: pd.DataFrame) -> dict:
+    return {"ndcg@20": frame["ndcg@20"].mean(), "cold_recall@20": frame["cold_recall@20"].mean(),
+            "per_user": frame}
+
+
+def test_a_tiny_gain_on_few_users_is_not_promoted():
+    """The mean is higher (it would pass the old rule) but one user of ten carries it: noise."""
+    champion = per_user(np.random.default_rng(0).uniform(0.05, 0.3, 10))
+    challenger = champion.copy()
+    challenger.loc[3, "ndcg@20"] += 0.002
+    decision = promotion.decide(metrics_of(challenger), metrics_of(champion), significance=0.05)
+    assert not decision.promote and "not significant" in decision.summary()
+    assert promotion.decide(metrics_of(challenger), metrics_of(champion), significance=None).promote
+    overall = decision.segments.iloc[0]
+    assert overall["segment"] == "all users" and overall["users"] == 10 and overall["p_value"] >= 0.05
+    assert overall["low"] <= overall["delta"] <= overall["high"]
+
+
+def test_a_clear_gain_over_many_users_is_promoted_with_its_interval_and_segments():
+    rng = np.random.default_rng(1)
+    champion = per_user(rng.uniform(0.05, 0.3, 300), cold=np.where(np.arange(300) % 3 == 0, 0.1, np.nan))
+    challenger = champion.assign(**{"ndcg@20": champion["ndcg@20"] + rng.normal(0.02, 0.02, 300)})
+    decision = promotion.decide(metrics_of(challenger), metrics_of(champion), significance=0.05)
+    assert decision.promote and "is significant over 300 users" in decision.summary()
+    segments = decision.segments.set_index("segment")
+    assert 0 < segments.loc["all users", "low"] < 0.02 < segments.loc["all users", "high"] < 0.03
+    assert segments.loc["all users", "p_value"] < 0.001
+    cold = segments.loc["users with cold test items"]
+    assert cold["users"] == 100 and cold["metric"] == "cold_recall@20" and cold["delta"] == 0.0
+    light = next(s for s in segments.index if s.startswith("light users"))
+    heavy = next(s for s in segments.index if s.startswith("heavy users"))
+    assert segments.loc[light, "users"] + segments.loc[heavy, "users"] <= 300
+    assert segments.loc[light, "delta"] > 0 and segments.loc[heavy, "delta"] > 0
+
+
+def test_a_significant_gain_that_drops_cold_recall_is_still_refused():
+    rng = np.random.default_rng(2)
+    champion = per_user(rng.uniform(0.05, 0.3, 300), cold=np.full(300, 0.2))
+    challenger = per_user(champion["ndcg@20"].to_numpy() + 0.05, cold=np.full(300, 0.05))
+    decision = promotion.decide(metrics_of(challenger), metrics_of(champion), significance=0.05)
+    assert not decision.promote and "Cold Recall" in decision.reasons[-1]

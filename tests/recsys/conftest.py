@@ -16,6 +16,8 @@ SMALL = {
     "gru4rec": dict(dim=16, epochs=40, batch_users=16, chunk=8, n_negatives=64, lr=1e-2),
     "visual_content": dict(factors=8, epochs=40, batch_size=256, lr=0.02, members=2, patience=None),
     "amr": dict(factors=8, visual_factors=8, epochs=40, batch_size=256, lr=0.02, epsilon=0.1, patience=None),
+    "sasrec": dict(dim=16, max_len=8, layers=1, epochs=30, batch_size=32, lr=1e-2, patience=None),
+    "two_stage": dict(max_trees=30, patience=5),
 }
 
 

@@ -117,3 +117,38 @@ def test_auc_matches_counting_pairs():
         s = ranker.scores[u]
         pairs = [1.0 if s[p] > s[n] else 0.5 if s[p] == s[n] else 0.0 for p in pos for n in neg]
         assert fast[u] == pytest.approx(np.mean(pairs))
+
+
+def test_diversity_and_novelty_on_a_hand_computed_case():
+    # 2 users, 4 items; image vectors: items 0 and 1 identical, 2 orthogonal to them, 3 opposite to 2
+    vectors = np.array([[1, 0], [1, 0], [0, 1], [0, -1]], dtype=np.float32)
+    train = data({0: [0], 1: [0, 1]}, 2, 4)
+    train.item_features = vectors
+    test = data({0: [1], 1: [2]}, 2, 4)
+    ranker = FixedScores([[0, 9, 8, 1], [0, 0, 9, 8]]).fit(train)
+    result = evaluate(ranker, SimpleNamespace(train=train, test=test), k=2)
+    # u0's top 2 = [1, 2]: cosine 0 → diversity 1; u1's = [2, 3]: cosine -1 → diversity 2
+    assert result["diversity@2"] == pytest.approx((1 + 2) / 2)
+    # train users per item: 0 → 2, 1 → 1, 2 → 0, 3 → 0; p = (n + 1) / (2 users + 1)
+    info = {1: -np.log2(2 / 3), 2: -np.log2(1 / 3), 3: -np.log2(1 / 3)}
+    assert result["novelty@2"] == pytest.approx(((info[1] + info[2]) / 2 + (info[2] + info[3]) / 2) / 2)
+
+
+def test_without_image_features_diversity_is_nan_and_the_old_keys_stay():
+    result = evaluate(FixedScores(SCORES).fit(TRAIN), SimpleNamespace(train=TRAIN, test=TEST), k=2)
+    assert np.isnan(result["diversity@2"]) and np.isfinite(result["novelty@2"])
+    assert {"recall@2", "ndcg@2", "precision@2", "auc", "coverage@2", "cold_recall@2", "users",
+            "cold_users"} <= result.keys() and "per_user" not in result
+
+
+def test_per_user_scores_average_to_the_metrics():
+    split = SimpleNamespace(train=TRAIN, test=TEST)
+    result = evaluate(FixedScores(SCORES).fit(TRAIN), split, k=2, per_user=True, batch_users=2)
+    users = result["per_user"]
+    assert list(users.index) == [0, 1, 2] and list(users["train_positives"]) == [1, 1, 2]
+    ndcg_u2 = (1 / np.log2(3)) / (1 + 1 / np.log2(3))
+    np.testing.assert_allclose(users["ndcg@2"], [1.0, 0.0, ndcg_u2])
+    assert users["ndcg@2"].mean() == pytest.approx(result["ndcg@2"])
+    assert users["recall@2"].mean() == pytest.approx(result["recall@2"])
+    np.testing.assert_array_equal(users["cold_recall@2"].isna(), [False, True, False])   # u1: no cold item
+    assert users["cold_recall@2"].mean() == pytest.approx(result["cold_recall@2"])

@@ -22,7 +22,7 @@ CLUSTERS, USERS_PER_CLUSTER, WARM_PER_CLUSTER, COLD_PER_CLUSTER, DIM = 4, 25, 16
 RANKERS = zoo.rankers()
 ITERATIVE = [name for name, cls in RANKERS.items() if issubclass(cls, IterativeRanker)]
 VISUAL = [name for name, cls in RANKERS.items() if "image_features" in cls.needs]
-NOT_FACTORISED = {"itemknn", "ease", "deep_mlp", "visual_content"}   # item–item, MLP, age term
+NOT_FACTORISED = {"itemknn", "ease", "deep_mlp", "visual_content", "two_stage"}  # item–item, MLP, age, trees
 
 
 def planted(seed: int = 0) -> tuple[TrainData, TrainData]:
@@ -172,10 +172,19 @@ def test_sampler_never_returns_a_users_positive_as_negative(data, bitmap_limit, 
 
 
 def test_zoo_lists_every_ranker_under_its_name_in_a_fixed_order():
-    assert zoo.names() == list(RANKERS) and all(cls.name == name for name, cls in RANKERS.items())
-    known = ["mostpop", "itemknn", "ease", "visual_knn", "bpr", "vbpr", "deep_mlp", "gru4rec", "visual_content", "amr"]
-    assert [name for name in zoo.names() if name in known] == known        # new rankers may go anywhere
+    assert zoo.available() == list(RANKERS) and all(cls.name == name for name, cls in RANKERS.items())
+    known = ["mostpop", "itemknn", "ease", "visual_knn", "bpr", "vbpr", "deep_mlp", "sasrec", "gru4rec",
+             "visual_content", "amr", "two_stage"]
+    assert [name for name in zoo.available() if name in known] == known    # new rankers may go anywhere
     assert BPR.tuning == {"reg": [0.003, 0.01, 0.03]} and RANKERS["amr"].tuning == {"reg": [0.01, 0.1]}
+
+
+def test_the_default_zoo_leaves_out_the_rankers_not_worth_their_cost():
+    """Optional rankers stay trainable by name (and tested here), but the pipeline trains only the
+    default zoo: names() keeps the listing order of available()."""
+    optional = {name for name, cls in RANKERS.items() if not cls.default_zoo}
+    assert {"gru4rec", "sasrec"} <= optional and "two_stage" not in optional and "ease" not in optional
+    assert zoo.names() == [name for name in zoo.available() if name not in optional]
 
 
 def test_two_rankers_cannot_share_a_name():
@@ -197,6 +206,9 @@ def test_zoo_tunes_on_the_validation_slice_then_refits_on_all_of_train(split):
     assert (fixed.ranker.seen != split.tune_data().matrix()).nnz == 0       # the tuned model, on tune_data
     once = zoo.train("ease", split, l2=10.0)                                # nothing to stop early: fit once
     assert once.params == {"seed": 0, "l2": 10.0} and (once.ranker.seen != split.train.matrix()).nnz == 0
+    searched = zoo.train("ease", split)                   # a grid without epochs: chosen on validation
+    assert searched.params["l2"] in RANKERS["ease"].tuning["l2"]
+    assert (searched.ranker.seen != split.train.matrix()).nnz == 0
 
 
 @pytest.mark.parametrize("name", VISUAL)

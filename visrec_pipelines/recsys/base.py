@@ -16,6 +16,7 @@ import pickle
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -67,6 +68,8 @@ class Ranker(ABC):
     # keys of INPUTS the zoo must find on a split before it trains this ranker as configured by
     # default (``fit`` may accept less, e.g. a content-only ablation)
     needs: frozenset[str] = frozenset()
+    # small grid the zoo searches on the validation slice (``zoo.train``); empty: the defaults
+    tuning: ClassVar[dict[str, list]] = {}
 
     def __init__(self, seed: int = 0):
         self.seed = seed

@@ -58,6 +58,24 @@ class RankerBundle:
                       "known_user": is_known} for r, (i, v) in enumerate(zip(items, values))]
         return pd.DataFrame(rows)
 
+    def explain(self, user_id: str, k: int = 20) -> pd.DataFrame | None:
+        """Why a known user's top ``k`` were picked, for rankers that can say (``ranker.explain``,
+        e.g. ``two_stage``); None for other rankers and unknown users. Rows: rank, item_id,
+        nominated_by ({signal: rank among the user's unseen items}), pushed_by ({signal group:
+        contribution to the learned score}, largest first), look_alike_item_id and
+        look_alike_similarity (the user's recent item it looks most like, image cosine)."""
+        index = self.user_index(user_id)
+        if index is None or not hasattr(self.ranker, "explain"):
+            return None
+        rows = []
+        for rank, entry in enumerate(self.ranker.explain(index, k=k), start=1):
+            alike = entry["look_alike"]
+            rows.append({"rank": rank, "item_id": self.item_ids[entry["item"]], "nominated_by": entry["nominated_by"],
+                         "pushed_by": entry["pushed_by"],
+                         "look_alike_item_id": None if alike is None else self.item_ids[alike],
+                         "look_alike_similarity": entry["look_alike_similarity"]})
+        return pd.DataFrame(rows)
+
 
 class BundleRanker(Ranker):
     """A bundle seen through another split's index spaces, so an old champion can be re-scored on

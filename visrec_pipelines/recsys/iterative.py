@@ -32,8 +32,7 @@ from .metrics import evaluate
 
 
 class IterativeRanker(Ranker):
-    # small grid the zoo searches on the validation slice (each candidate early-stopped there)
-    tuning: ClassVar[dict[str, list]] = {}
+    # (``tuning``: each candidate of the grid is early-stopped on the validation slice)
     # torch's deterministic kernels while training (see reproducible_torch)
     deterministic_kernels: ClassVar[bool] = True
 

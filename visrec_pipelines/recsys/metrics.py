@@ -11,30 +11,44 @@ by the lower item index). Metrics are averaged over test users (users with >= 1 
 - coverage@k   distinct items in all top-k lists / catalogue size (one number, not averaged)
 - cold_recall@k  recall over the user's COLD test positives only (items with no train interaction
                at all); averaged over the users that have >= 1 cold test positive, NaN if none do
+- diversity@k  intra-list diversity: 1 - mean pairwise cosine of the image vectors
+               (``train.item_features``) of the top k; NaN without image features
+- novelty@k    mean self-information -log2 p(i) of the top k, p(i) = (users with i in train + 1) /
+               (train users + 1): the add-one keeps never-seen items finite (and most novel)
+
+``per_user=True`` adds ``per_user``: a DataFrame indexed by test user (user index) with that user's
+ndcg@k, recall@k, cold_recall@k (NaN without cold test positives) and train_positives — what a
+paired significance test over users (``recsys.significance``) needs.
 
 Users are scored ``batch_users`` at a time, so memory stays O(batch_users × n_items).
 """
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
 from .base import Ranker
 
 
-def evaluate(ranker: Ranker, split, k: int = 20, batch_users: int = 256, with_auc: bool = True) -> dict:
+def evaluate(ranker: Ranker, split, k: int = 20, batch_users: int = 256, with_auc: bool = True,
+             per_user: bool = False) -> dict:
     """``split``: anything with ``train`` and ``test`` TrainData (a ``Split``, or ``split.for_tuning()``).
     ``with_auc=False`` skips the AUC (a full sort per user), e.g. for early stopping."""
     train, test = split.train.matrix(), split.test.matrix()
     n_items = train.shape[1]
-    cold = np.asarray(train.sum(axis=0)).ravel() == 0
+    item_users = np.asarray(train.sum(axis=0)).ravel()
+    cold = item_users == 0
+    self_information = -np.log2((item_users + 1.0) / (train.shape[0] + 1.0))
+    vectors = _unit(split.train.item_features)
     test_users = np.flatnonzero(np.diff(test.indptr) > 0)
-    sums = dict.fromkeys(("recall", "ndcg", "precision", "auc"), 0.0)
+    sums = dict.fromkeys(("recall", "ndcg", "precision", "auc", "diversity", "novelty"), 0.0)
     cold_recall_sum, cold_users = 0.0, 0
     recommended = np.zeros(n_items, dtype=bool)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     ideal = np.cumsum(discounts)
+    users_ndcg, users_recall, users_cold = [], [], []
 
     for start in range(0, len(test_users), batch_users):
         users = test_users[start:start + batch_users]
@@ -44,9 +58,14 @@ def evaluate(ranker: Ranker, split, k: int = 20, batch_users: int = 256, with_au
         relevant = test[users]
         hits = _lookup(relevant, top)                                   # (b, k) bool
         n_relevant = np.diff(relevant.indptr)
-        sums["recall"] += (hits.sum(1) / n_relevant).sum()
+        recall = hits.sum(1) / n_relevant
+        ndcg = (hits @ discounts[:hits.shape[1]]) / ideal[np.minimum(n_relevant, k) - 1]
+        sums["recall"] += recall.sum()
         sums["precision"] += (hits.sum(1) / k).sum()
-        sums["ndcg"] += ((hits @ discounts) / ideal[np.minimum(n_relevant, k) - 1]).sum()
+        sums["ndcg"] += ndcg.sum()
+        sums["novelty"] += self_information[top].mean(axis=1).sum()
+        if vectors is not None:
+            sums["diversity"] += intra_list_diversity(vectors[top]).sum()
         if with_auc:
             sums["auc"] += _auc(scores, relevant, np.diff(train[users].indptr)).sum()
 
@@ -57,13 +76,42 @@ def evaluate(ranker: Ranker, split, k: int = 20, batch_users: int = 256, with_au
         cold_hits = _lookup(relevant_cold, top).sum(1)
         cold_recall_sum += (cold_hits[has_cold] / n_cold[has_cold]).sum()
         cold_users += int(has_cold.sum())
+        users_ndcg.append(ndcg)
+        users_recall.append(recall)
+        users_cold.append(np.where(has_cold, cold_hits / np.maximum(n_cold, 1), np.nan))
 
     n = len(test_users)
-    return {f"recall@{k}": sums["recall"] / n, f"ndcg@{k}": sums["ndcg"] / n,
-            f"precision@{k}": sums["precision"] / n, "auc": sums["auc"] / n if with_auc else float("nan"),
-            f"coverage@{k}": recommended.sum() / n_items,
-            f"cold_recall@{k}": cold_recall_sum / cold_users if cold_users else float("nan"),
-            "users": n, "cold_users": cold_users}
+    out = {f"recall@{k}": sums["recall"] / n, f"ndcg@{k}": sums["ndcg"] / n,
+           f"precision@{k}": sums["precision"] / n, "auc": sums["auc"] / n if with_auc else float("nan"),
+           f"coverage@{k}": recommended.sum() / n_items,
+           f"cold_recall@{k}": cold_recall_sum / cold_users if cold_users else float("nan"),
+           f"diversity@{k}": float(sums["diversity"] / n) if vectors is not None else float("nan"),
+           f"novelty@{k}": float(sums["novelty"] / n), "users": n, "cold_users": cold_users}
+    if per_user:
+        joined = (np.concatenate(part) if part else np.zeros(0) for part in (users_ndcg, users_recall, users_cold))
+        out["per_user"] = pd.DataFrame(
+            dict(zip((f"ndcg@{k}", f"recall@{k}", f"cold_recall@{k}"), joined),
+                 train_positives=np.diff(train.indptr)[test_users]),
+            index=pd.Index(test_users, name="user"))
+    return out
+
+
+def intra_list_diversity(vectors: np.ndarray) -> np.ndarray:
+    """(b, k, d) unit vectors of each list → (b,) 1 - mean cosine over the k(k-1) ordered pairs."""
+    k = vectors.shape[1]
+    if k < 2:
+        return np.zeros(len(vectors))
+    gram = np.einsum("bkd,bjd->bkj", vectors, vectors)
+    off_diagonal = gram.sum(axis=(1, 2)) - np.trace(gram, axis1=1, axis2=2)
+    return 1.0 - off_diagonal / (k * (k - 1))
+
+
+def _unit(features: np.ndarray | None) -> np.ndarray | None:
+    if features is None:
+        return None
+    features = np.asarray(features, dtype=np.float32)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.where(norms > 0, norms, 1.0)
 
 
 def _masked_scores(ranker: Ranker, users: np.ndarray, train: sp.csr_matrix) -> np.ndarray:

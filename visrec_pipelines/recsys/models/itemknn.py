@@ -15,6 +15,7 @@ from . import register
 @register(order=20)
 class ItemKNN(Ranker):
     name = "itemknn"
+    tuning = {"neighbours": [50, 200]}
 
     def __init__(self, neighbours: int = 100, shrink: float = 0.0, block: int = 1024, seed: int = 0):
         super().__init__(seed)

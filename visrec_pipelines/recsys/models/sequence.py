@@ -52,7 +52,7 @@ class GRUNet(nn.Module):
         return self.gru(self.dropout(self.items(x, features)), h.contiguous())
 
 
-@register(order=80)
+@register(order=80, default=False)
 class SequenceRanker(IterativeRanker):
     name = "gru4rec"
     needs = frozenset({"image_features"})

@@ -1,0 +1,261 @@
+"""The two-stage recommender: candidate sources nominate a few hundred items per user, a learned
+ranker (LightGBM LambdaRank) orders them.
+
+Stage 1 (``recsys.candidates``): co-occurrence (EASE), sequence, factors, looks, content and time
+signals score every item; each nominating signal puts its top items into the user's candidate set.
+Stage 2: each candidate is described by every signal's score and rank, plus the user (activity,
+how new the things they pick usually are) and the item's age against that; LambdaRank learns the
+order. Signals that do not pay on a catalogue get no splits: the same code serves a film catalogue
+where posters barely predict taste and a shop where looks and new arrivals carry it.
+
+Training follows the protocol one level down. The ranker learns from the validation slice only:
+candidates come from sources fitted on train minus validation, labels are the validation
+positives (users held out of it choose the number of trees). Serving uses sources refitted on all
+of the train data, each user's "now" moved to their latest positive.
+
+``score`` covers every item (the contract): candidates get the learned score, every other item a
+lower one ordered by popularity. ``explain`` says why an item was picked: which signals nominated
+it, which signal groups pushed it up (LightGBM's per-feature contributions) and which of the
+user's items it looks like.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..base import Ranker, TrainData
+from ..candidates import NOMINATE, ItemSpace, Sources
+from . import register
+
+SIGNAL_GROUPS = {"ease": "co-occurrence", "ease_recent": "co-occurrence", "sequence": "sequence",
+                 "factors": "factors", "visual_max": "visual", "visual_latest": "visual",
+                 "visual_profile": "visual", "content": "content", "content_cf": "content", "cold": "content",
+                 "trend_week": "time", "trend_month": "time", "trend_year": "time", "newness": "time",
+                 "age_days": "time", "popularity": "popularity"}
+USER_FEATURES = ("user_positives", "user_span_days", "user_typical_age", "age_vs_typical")
+LABEL_FRACTION = 0.2          # the slice the ranker learns from, when fit is not handed one
+CV_FOLDS = 4                  # folds of users that choose the number of trees
+LGB_PARAMS = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [20], "learning_rate": 0.05, "max_bin": 63,
+              "num_leaves": 31, "min_data_in_leaf": 50, "feature_fraction": 0.8, "bagging_fraction": 0.8,
+              "bagging_freq": 1, "lambda_l2": 10.0, "lambdarank_truncation_level": 40,
+              "deterministic": True, "force_row_wise": True, "verbose": -1}
+
+
+@register(order=110)
+class TwoStageRanker(Ranker):
+    name = "two_stage"
+
+    def __init__(self, max_trees: int = 400, patience: int = 25, threads: int = 1, seed: int = 0,
+                 nominate: dict | None = None, drop_signals: tuple[str, ...] = (), label_slices: int = 2):
+        super().__init__(seed)
+        self.max_trees, self.patience, self.threads = max_trees, patience, threads
+        self.nominate = dict(NOMINATE if nominate is None else nominate)
+        self.drop_signals = tuple(drop_signals)     # ablations: signals the ranker may not see
+        self.label_slices = label_slices
+        self.booster = self.sources = None
+        self.feature_names: list[str] = []
+        self.best_trees = 0
+
+    # --- training ---------------------------------------------------------------------------
+    def fit(self, data: TrainData, validation: TrainData | None = None) -> TwoStageRanker:
+        """``validation`` carved from ``data`` (``Split.validation``) is the slice to learn from;
+        otherwise the same cut (each user's last 20%) is carved here. With ``label_slices`` 2 the
+        same cut is made once more, one step back in time, for a second set of examples."""
+        import lightgbm as lgb
+
+        space = ItemSpace(data, self.seed)
+        held, rest = _carve(data, validation), data
+        parts = []
+        for _ in range(self.label_slices):
+            parts.append(self._examples(rest, held, space))
+            rest = _subset(rest, ~held)
+            held = _carve(rest, None)
+            if not held.any():
+                break
+        x = np.concatenate([p[0] for p in parts])
+        y = np.concatenate([p[1] for p in parts])
+        query = np.concatenate([p[2] + n * data.n_users for n, p in enumerate(parts)])
+        params = {**LGB_PARAMS, "num_threads": self.threads, "seed": self.seed}
+        sizes = np.unique(query, return_counts=True)[1]             # rows come grouped by query
+        learn = lgb.Dataset(x, y, group=sizes, feature_name=self.feature_names, free_raw_data=True)
+        if len(sizes) >= 2 * CV_FOLDS:           # trees: where the folds' mean NDCG@20 peaks
+            curves = lgb.cv(params, learn, self.max_trees, nfold=CV_FOLDS, stratified=False, seed=self.seed,
+                            callbacks=[lgb.early_stopping(self.patience, verbose=False)])
+            self.best_trees = len(next(iter(curves.values())))
+        else:
+            self.best_trees = self.max_trees // 5
+        self.booster = lgb.train(params, learn, self.best_trees)
+        self.sources = Sources(data, space, self.seed)              # serve from all of train
+        self.seen = data.matrix()
+        return self
+
+    def _examples(self, data: TrainData, held: np.ndarray, space: ItemSpace):
+        """Features, labels and user of every candidate of the users with a held-out positive
+        among their candidates; candidates come from sources fitted on ``data`` minus ``held``."""
+        labels = sp.csr_matrix((np.ones(int(held.sum()), np.float32), (data.users[held], data.items[held])),
+                               shape=(data.n_users, data.n_items))
+        sources = Sources(_subset(data, ~held), space, self.seed)
+        users = np.flatnonzero(np.diff(labels.indptr) > 0)
+        x, rows, items = self._pairs(sources, users)
+        y = np.asarray(labels[users[rows], items]).ravel()
+        useful = (np.bincount(rows, weights=y, minlength=len(users)) > 0)[rows]   # a query needs a hit
+        return x[useful], y[useful], users[rows[useful]]
+
+    # --- candidates and features ----------------------------------------------------------------
+    def _batches(self, n_users: int, n_items: int):
+        size = int(np.clip((1 << 21) // max(n_items, 1), 8, 512))
+        return [np.arange(n_users)[s:s + size] for s in range(0, n_users, size)]
+
+    def _pairs(self, sources: Sources, users: np.ndarray):
+        """Features (n_pairs, f), user row in ``users`` and item of every candidate, grouped by user."""
+        batches = self._batches(len(users), sources.history.n_items)
+        parts = [self._batch_pairs(sources, users[b]) for b in batches]
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] + b[0] for p, b in zip(parts, batches)]),
+                np.concatenate([p[2] for p in parts]))
+
+    def _batch_pairs(self, sources: Sources, users: np.ndarray):
+        signals = {k: v for k, v in sources.signals(users).items() if k not in self.drop_signals}
+        seen = sources.history.seen[users].toarray() > 0
+        chosen = np.zeros(seen.shape, dtype=bool)
+        for name, n in self.nominate.items():
+            if name in signals and n > 0:
+                _mark_top(chosen, np.where(seen, -np.inf, signals[name]), n)
+        chosen &= ~seen
+        rows, items = np.nonzero(chosen)                             # grouped by user, items ascending
+        columns, names = [], []
+        for name, values in signals.items():
+            picked = values[rows, items]
+            columns.append(np.where(np.isfinite(picked), picked, np.nan))
+            names.append(name)
+            if name in self.nominate:
+                columns.append(np.log2(2.0 + _ranks_of(values, seen, rows, items)))
+                names.append(f"{name}_rank")
+        h = sources.history
+        users_of = users[rows]
+        n_pos = np.diff(h.seen.indptr)[users_of].astype(np.float32)
+        typical = h.typical_age_days[users_of]
+        age = signals["age_days"][rows, items] if "age_days" in signals else np.full(len(rows), np.nan)
+        columns += [np.log1p(n_pos), h.span_days[users_of], typical, np.log1p(np.maximum(age, 0)) - typical]
+        names += list(USER_FEATURES)
+        self.feature_names = names
+        return np.column_stack(columns).astype(np.float32), rows, items
+
+    # --- serving --------------------------------------------------------------------------------
+    def score(self, users: np.ndarray) -> np.ndarray:
+        """Candidates score in (1, 2] by their place in the learned order (trees give many exact
+        ties: those go to the more popular item, then the lower index); every other item ranks
+        below them by popularity, in [0, 1)."""
+        users = np.atleast_1d(users)
+        h = self.sources.history
+        out = np.empty((len(users), h.n_items), dtype=np.float32)
+        popularity = np.log1p(h.counts) / (np.log1p(h.counts.max()) + 1.0)         # in [0, 1)
+        for batch in self._batches(len(users), h.n_items):
+            x, rows, items = self._batch_pairs(self.sources, users[batch])
+            learned = self.booster.predict(x, num_threads=self.threads) if len(rows) else np.zeros(0)
+            block = np.broadcast_to(popularity, (len(batch), h.n_items)).astype(np.float32)
+            block[rows, items] = 1.0 + _places(rows, learned, popularity[items], items)
+            out[batch] = block
+        return out
+
+    def explain(self, user: int, items: np.ndarray | None = None, k: int = 20) -> list[dict]:
+        """Why each item is recommended to ``user`` (default: their top ``k``), one dict per item:
+        ``nominated_by`` {signal: rank} of the signals whose candidates it was among, ``pushed_by``
+        {signal group: contribution to the learned score}, largest first (LightGBM's exact
+        per-feature contributions, summed by group), ``look_alike`` the user's recent item it
+        looks most like and ``look_alike_similarity`` the image cosine (None without images)."""
+        user = int(user)
+        items = self.recommend(np.array([user]), k=k)[0] if items is None else np.asarray(items, dtype=int)
+        x, _, candidates = self._batch_pairs(self.sources, np.array([user]))
+        position = {int(i): n for n, i in enumerate(candidates)}
+        contributions = self.booster.predict(x, pred_contrib=True, num_threads=self.threads) if len(x) else None
+        recent = self.sources.history.recent[user]
+        recent = recent[recent >= 0]
+        visual = self.sources.space.visual
+        out = []
+        for item in map(int, items):
+            row = position.get(item)
+            entry = {"item": item, "candidate": row is not None, "nominated_by": {}, "pushed_by": {},
+                     "look_alike": None, "look_alike_similarity": None}
+            if row is not None:
+                ranks = {n[:-5]: int(round(2.0 ** float(x[row, c]) - 2)) for c, n in enumerate(self.feature_names)
+                         if n.endswith("_rank")}
+                entry["nominated_by"] = {name: rank for name, rank in ranks.items() if rank < self.nominate[name]}
+                entry["pushed_by"] = self._by_group(contributions[row, :-1])
+            if visual is not None and len(recent):
+                sims = visual[recent] @ visual[item]
+                entry["look_alike"], entry["look_alike_similarity"] = int(recent[np.argmax(sims)]), float(sims.max())
+            out.append(entry)
+        return out
+
+    def _by_group(self, values: np.ndarray) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for name, value in zip(self.feature_names, values):
+            group = "user" if name in USER_FEATURES else SIGNAL_GROUPS.get(name.removesuffix("_rank"), name)
+            totals[group] = totals.get(group, 0.0) + float(value)
+        return dict(sorted(totals.items(), key=lambda kv: -abs(kv[1])))
+
+    def signal_importance(self) -> dict[str, float]:
+        """Share of the learned ranker's total gain per signal group (what it leaned on)."""
+        totals = self._by_group(self.booster.feature_importance("gain"))
+        whole = sum(totals.values()) or 1.0
+        return {group: round(value / whole, 4) for group, value in totals.items()}
+
+
+def _places(rows: np.ndarray, learned: np.ndarray, popularity: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Each candidate's place in its row's order by (learned, popularity, -item), as
+    (n - place) / n in (0, 1]: 1 for the best of n."""
+    order = np.lexsort((-items, popularity, learned, -rows))[::-1]     # rows ascending, best first
+    sizes = np.bincount(rows)
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    out = np.empty(len(rows), dtype=np.float64)
+    place = np.arange(len(rows)) - start[rows[order]]
+    out[order] = (sizes[rows[order]] - place) / sizes[rows[order]]
+    return out
+
+
+def _mark_top(chosen: np.ndarray, scores: np.ndarray, n: int) -> None:
+    """Set ``chosen`` at each row's ``n`` best finite scores."""
+    n = min(n, scores.shape[1])
+    top = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    finite = np.isfinite(np.take_along_axis(scores, top, axis=1))
+    chosen[np.repeat(np.arange(len(scores)), n)[finite.ravel()], top[finite]] = True
+
+
+def _ranks_of(values: np.ndarray, seen: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """0-based rank of each (row, item) among the row's unseen items (best = 0; ties share the
+    best rank): the number of unseen items scored higher, by binary search in the sorted row."""
+    masked = np.where(seen, -np.inf, np.nan_to_num(values, nan=-np.inf))
+    ascending = np.sort(masked, axis=1)
+    picked = masked[rows, items]
+    out = np.empty(len(rows), dtype=np.float32)
+    bounds = np.searchsorted(rows, np.arange(len(values) + 1))
+    for r in range(len(values)):
+        at = slice(bounds[r], bounds[r + 1])
+        out[at] = values.shape[1] - np.searchsorted(ascending[r], picked[at], side="right")
+    return out
+
+
+def _carve(data: TrainData, validation: TrainData | None) -> np.ndarray:
+    """Mask of ``data``'s positives the ranker learns from: ``validation`` when it was carved from
+    ``data``, else each user's last LABEL_FRACTION (users with >= 2 positives keep one)."""
+    keys = data.users.astype(np.int64) * data.n_items + data.items
+    if validation is not None and len(validation.users):
+        other = validation.users.astype(np.int64) * data.n_items + validation.items
+        held = np.isin(keys, other)
+        if held.sum() == len(np.unique(other)):
+            return held
+    order = np.lexsort((data.items, data.timestamps, data.users))
+    users = data.users[order]
+    n = np.bincount(users, minlength=data.n_users)[users]
+    position = np.arange(len(users)) - np.searchsorted(users, users)
+    cut = np.where(n >= 2, np.maximum(1, np.ceil(np.round(LABEL_FRACTION * n, 9))).astype(int), 0)
+    held = np.zeros(len(users), dtype=bool)
+    held[order] = position >= n - cut
+    return held
+
+
+def _subset(data: TrainData, keep: np.ndarray) -> TrainData:
+    from dataclasses import replace
+
+    return replace(data, users=data.users[keep], items=data.items[keep], timestamps=data.timestamps[keep])
+
