@@ -12,7 +12,8 @@ Locations (``VISREC_`` prefix unless named otherwise):
   CACHE (~/.cache/visrec: exported encoder graphs).
 Models: ENCODER, ENCODER_WEIGHTS, DETECTOR_WEIGHTS, DETECTOR_CLASSES.
 Automation: SENSOR_INTERVAL, AUTOMATION (off: sensors and schedule created stopped), EXECUTOR
-  (in_process | multiprocess), MAX_CONCURRENT.
+  (in_process | multiprocess | celery), MAX_CONCURRENT; for celery CELERY_BROKER (default: the local
+  RabbitMQ), CELERY_BACKEND (rpc://) and CELERY_QUEUE (dagster), which the workers must match.
 Serving: API_KEY, SERVING_POLL_S, INDEX_SOURCE (snapshot | milvus), MAX_UPLOAD_BYTES,
   MAX_UPLOAD_PIXELS, SERVING_ENCODER (default: ENCODER; "none" disables search by image).
 """
@@ -58,8 +59,11 @@ class Settings(BaseSettings):
     # --- automation ----------------------------------------------------------------------------
     sensor_interval: int = Field(30, ge=1)
     automation: bool = True
-    executor: Literal["in_process", "multiprocess"] = "in_process"
+    executor: Literal["in_process", "multiprocess", "celery"] = "in_process"
     max_concurrent: int = Field(0, ge=0)       # multiprocess: steps at once (0 = one per core)
+    celery_broker: str = "pyamqp://guest:guest@127.0.0.1:5672//"   # celery: where steps are queued
+    celery_backend: str = "rpc://"             # celery: how step events come back to the run
+    celery_queue: str = Field("dagster", pattern=r"^[A-Za-z0-9_.-]+$")  # workers take steps from it (-Q)
 
     # --- serving -------------------------------------------------------------------------------
     api_key: str | None = None                 # when set, write endpoints need it in X-API-Key

@@ -1,12 +1,22 @@
 """Vision assets: embeddings, transfer-learned heads, semantic tags and the Milvus item index."""
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    ConfigMapping,
+    DynamicOut,
+    DynamicOutput,
+    MetadataValue,
+    OpExecutionContext,
+    Out,
+    Output,
+    asset,
+    graph_asset,
+    op,
+)
 
 from ..index.updating import update_item_index
 from ..resources import (
@@ -17,7 +27,7 @@ from ..resources import (
     RegistryResource,
     VectorIndexResource,
 )
-from ..vision.embedding_job import update_embeddings
+from ..vision.embedding_job import EmbeddingReport, combine_reports, shard_plan, update_embeddings
 from ..vision.embedding_store import EmbeddingStore
 from ..vision.head_runs import train_and_log_heads
 from ..vision.heads import label_probabilities
@@ -36,29 +46,46 @@ def open_store(dataset: DatasetView, encoder_id: str) -> EmbeddingStore:
 
 class EmbeddingConfig(Config):
     batch_size: int = 32
-    parallel_shards: int = 1  # >1: that many worker processes embed disjoint shards into one store
+    parallel_shards: int = 1  # >1: that many steps embed disjoint shards into one store, side by side
 
 
-@asset(group_name=GROUP, partitions_def=DATASETS,
-       description="L2-normalised CNN vectors of every accepted image (incremental).")
-def image_embeddings(context: AssetExecutionContext, config: EmbeddingConfig, datasets: DatasetsResource,
-                     encoder: EncoderResource, raw_images: pd.DataFrame) -> Output[pd.DataFrame]:
+EMBEDDING_STEP_IO = "embedding_step_io"   # shard hand-offs between steps (definitions.py: on shared disk)
+
+
+def _config_for_steps(config: dict) -> dict:
+    """The asset's one config (``ops: {image_embeddings: {config: ...}}``) goes to its first step."""
+    return {"embedding_shards": {"config": config}}
+
+
+@op(out=DynamicOut(io_manager_key=EMBEDDING_STEP_IO))
+def embedding_shards(config: EmbeddingConfig):
+    """One step per shard follows: the executor runs them side by side (processes, Celery workers)."""
+    for shard in shard_plan(config.parallel_shards):
+        yield DynamicOutput((shard, config.batch_size), mapping_key=shard.key)
+
+
+@op(out=Out(io_manager_key=EMBEDDING_STEP_IO))
+def embed_shard(context: OpExecutionContext, task: tuple, datasets: DatasetsResource, encoder: EncoderResource,
+                raw_images: pd.DataFrame) -> EmbeddingReport:
+    """Embed one shard's new or changed images into the shared store (and drop its removed items)."""
+    shard, batch_size = task
     dataset = datasets.of(context)
     model = encoder.get()
     store = EmbeddingStore.for_encoder(dataset.warehouse.embeddings_dir, model)
-    if config.parallel_shards > 1:
-        workers = [subprocess.Popen([sys.executable, "-m", "visrec_pipelines.cli", "embed",
-                                     "--dataset", dataset.name, "--shard", f"{i}/{config.parallel_shards}",
-                                     *encoder.cli_args()],
-                                    env={**os.environ, **dataset.child_environment(), **encoder.child_environment()})
-                   for i in range(config.parallel_shards)]
-        failed = [i for i, w in enumerate(workers) if w.wait() != 0]
-        if failed:
-            raise RuntimeError(f"embedding shard workers {failed} failed; see their output above")
-        report = None
-    else:
-        report = update_embeddings(store, model, raw_images, dataset.folder.image_file,
-                                   batch_size=config.batch_size, progress=True)
+    report = update_embeddings(store, model, raw_images, dataset.folder.image_file, shard=shard.as_tuple(),
+                               batch_size=batch_size, progress=True)
+    context.log.info(f"{shard.key}: embedded {report.embedded}, unchanged {report.unchanged}, "
+                     f"removed {report.removed}, failures {len(report.failures)}")
+    return report
+
+
+@op
+def compact_embeddings(context: OpExecutionContext, reports: list, datasets: DatasetsResource,
+                       encoder: EncoderResource) -> Output[pd.DataFrame]:
+    """Merge the shards' chunks (no writer is active now) and describe the store."""
+    dataset = datasets.of(context)
+    model = encoder.get()
+    store = EmbeddingStore.for_encoder(dataset.warehouse.embeddings_dir, model)
     store.compact()
     item_ids, _, top_classes, top_probs = store.load()
     for repair in store.repairs:
@@ -69,15 +96,22 @@ def image_embeddings(context: AssetExecutionContext, config: EmbeddingConfig, da
         "imagenet_top1": [names[c[0]] if names and c is not None else None for c in
                           (top_classes if top_classes is not None else [None] * len(item_ids))],
         "imagenet_top1_prob": top_probs[:, 0] if top_probs is not None else np.nan})
-    metadata = {**dataset_metadata(dataset.version()), "encoder_id": model.encoder_id,
-                "runtime": model.runtime, "dim": model.dim,
-                "preprocessing": MetadataValue.json(model.preprocessing.describe()),
-                "vectors": len(frame), "parallel_shards": config.parallel_shards,
-                "repairs": "; ".join(store.repairs) or "none"}
-    if report is not None:
-        metadata.update(embedded_now=report.embedded, unchanged=report.unchanged, removed=report.removed,
-                        failures=len(report.failures), images_per_second=round(report.images_per_second, 1))
-    return Output(frame, metadata=metadata)
+    report = combine_reports(reports)
+    return Output(frame, metadata={
+        **dataset_metadata(dataset.version()), "encoder_id": model.encoder_id, "runtime": model.runtime,
+        "dim": model.dim, "preprocessing": MetadataValue.json(model.preprocessing.describe()),
+        "vectors": len(frame), "parallel_shards": len(reports), "repairs": "; ".join(store.repairs) or "none",
+        "embedded_now": report.embedded, "unchanged": report.unchanged, "removed": report.removed,
+        "failures": len(report.failures), "images_per_second": round(report.images_per_second, 1)})
+
+
+@graph_asset(group_name=GROUP, partitions_def=DATASETS,
+             config=ConfigMapping(config_fn=_config_for_steps, config_schema=EmbeddingConfig.to_config_schema()),
+             description="L2-normalised CNN vectors of every accepted image (incremental; "
+                         "parallel_shards steps embed disjoint shards, then one compacts).")
+def image_embeddings(raw_images: pd.DataFrame) -> pd.DataFrame:
+    reports = embedding_shards().map(lambda task: embed_shard(task, raw_images=raw_images))
+    return compact_embeddings(reports.collect())
 
 
 def aligned_features(dataset: DatasetView, image_embeddings: pd.DataFrame, item_ids) -> tuple[list, np.ndarray]:
