@@ -98,3 +98,26 @@ def test_definitions_load_with_all_checks(settings):
     checks = {c.name for c in graph.asset_check_keys}
     assert {"quarantine_fraction_within_threshold", "bad_fraction_within_threshold",
             "item_id_known", "orphan_fraction_within_threshold"} <= checks
+
+
+def test_a_ranker_that_fails_or_is_switched_off_is_left_out_not_everyone(settings, monkeypatch):
+    from visrec_pipelines.recsys import zoo
+
+    generate_demo(settings.assets_dir / "small", n_items=30, n_users=14, seed=2)
+    train = zoo.train
+
+    def flaky(name, split, **kwargs):
+        if name == "itemknn":
+            raise MemoryError("cannot allocate the item-item matrix")
+        return train(name, split, **kwargs)
+
+    monkeypatch.setattr(zoo, "train", flaky)
+    run_config = {"ops": {"ranker_bpr": {"config": {"train": False}}}}
+    assert run_pipeline("small", echo=lambda _: None, settings=settings, run_config=run_config)
+    table = settings.warehouse_for("small").read_table("ranker_evaluation")
+    assert {"itemknn", "bpr"}.isdisjoint(table["ranker"]) and len(table) == len(zoo.names()) - 2
+    with dagster_instance(settings) as instance:
+        evaluation = instance.get_latest_materialization_event(__import__("dagster").AssetKey("ranker_evaluation"))
+        left_out = evaluation.asset_materialization.metadata["left_out"].value
+    assert left_out == {"itemknn": "failed: MemoryError: cannot allocate the item-item matrix",
+                        "bpr": "switched off by run config"}
