@@ -5,11 +5,12 @@ in): the champion, the item catalogue, the visual index and everything precomput
 request reads the current state once and works on that object only, so in-flight requests finish
 on the old state while new ones see the new, and none sees a mixture. Nothing here reads a file.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
+from ..recsys.diversity import diversify
 from ..settings import Settings
 from . import reasons
 from .catalogue import ItemCatalogue
@@ -39,6 +40,8 @@ class IndexSnapshot:
 
 TOP_CACHED = 200  # best items kept per user: k <= 100 always, and tag filters usually, come from these
 UNKNOWN_TWIN = -2  # look-alike not searched yet (-1: none, the item or the history has no vector)
+DIVERSITY_POOL = 5  # ?diversity= re-ranks this many times k of the best items (at most TOP_CACHED)
+MAX_PUSHED_BY = 4  # signal groups shown per item in ``because.pushed_by``
 
 
 @dataclass
@@ -52,6 +55,7 @@ class _UserContext:
     complete: bool               # top_rows holds every recommendable item
     tag_ranks: dict              # tags of the recent history by frequency, for "shares ... with your history"
     recent_rows: np.ndarray      # catalogue rows of the recent history
+    explained: dict = field(default_factory=dict)   # champion row -> sources / pushed_by (two-stage)
 
 
 class ServingState:
@@ -117,18 +121,35 @@ class ServingState:
                 "popularity": float(self.popularity[row])}
 
     # --- recommendations ------------------------------------------------------------------------
-    def recommend(self, user_id: str, k: int, tags: list[str]) -> dict:
+    def recommend(self, user_id: str, k: int, tags: list[str], diversity: float = 0.0) -> dict:
+        """``diversity`` > 0: the best DIVERSITY_POOL × k items re-ranked by MMR over their image
+        vectors with that weight (``recsys.diversity``)."""
         champion = self._need_champion()
         cat = self.catalogue
         user_row = champion.user_row(user_id)
+        pool = k if diversity == 0 else min(max(DIVERSITY_POOL * k, k), TOP_CACHED)
         if user_row is None:
-            items = self._cold_start(k, cat.rows_with_tags(tags))
+            items = self._cold_start(pool, cat.rows_with_tags(tags))
         else:
-            items = self._known(champion, user_id, user_row, k, tags)
+            items = self._known(champion, user_id, user_row, pool, tags)
+        if diversity > 0:
+            items = self._diversified(items, k, diversity)
         return {"user_id": user_id, "known_user": user_row is not None, "cold_start": user_row is None,
                 "champion_version": champion.version, "ranker": champion.ranker_name,
                 "index_version": self.similar.version if self.similar else None,
-                "tags": tags, "k": k, "items": items}
+                "tags": tags, "k": k, "diversity": diversity, "items": items}
+
+    def _diversified(self, items: list[dict], k: int, diversity: float) -> list[dict]:
+        """``k`` of ``items`` chosen by MMR over their image vectors (no vector: like nothing)."""
+        if self.similar is None or len(items) <= 1:
+            return items[:k]
+        cat, vectors = self.catalogue, self.similar.index.vectors
+        index_rows = cat.vec_row[np.asarray([cat.row[i["item_id"]] for i in items])]
+        has = index_rows >= 0
+        pool = np.zeros((len(items), vectors.shape[1]), dtype=np.float32)
+        pool[has] = np.take(vectors, index_rows[has], axis=0)
+        chosen = diversify(np.arange(len(items)), np.asarray([i["score"] for i in items]), pool, k, diversity)
+        return [items[i] for i in chosen.tolist()]
 
     def _user_context(self, user_row: int, user_id: str) -> "_UserContext":
         """What a known user's requests share until the next swap: the champion's best items for
@@ -201,6 +222,7 @@ class ServingState:
                     context.twins[p], context.twin_similarity[p] = twin, value
             twins = [context.twins[p] for p in picked]
             similarity = [context.twin_similarity[p] for p in picked]
+            champion_rows = [int(context.top_rows[p]) for p in picked]
         else:   # the filter left too few of the cached best: score every candidate
             candidates = self._candidates(tuple(tags)) if tags else None
             scores = champion.scores(user_row, candidates)
@@ -210,20 +232,38 @@ class ServingState:
             best = fast_top_k(scores, k)
             best = best[np.isfinite(scores[best])]
             found = maps.champ_to_cat[items_scored[best]]
+            champion_rows = items_scored[best].tolist()
             twins, similarity = self._looks_like(found, context.recent_rows)
             rows, values, twins, similarity = found.tolist(), scores[best].tolist(), twins.tolist(), similarity.tolist()
         items = []
         tag_ranks = context.tag_ranks
-        for row, value, twin, cosine in zip(rows, values, twins, similarity):
+        explained = self._explained(champion, context, user_row, champion_rows)
+        for row, value, twin, cosine, why in zip(rows, values, twins, similarity, explained):
             shared = reasons.shared_tags(cat.tags[row], tag_ranks)
             twin_title = cat.titles[twin] if twin >= 0 else None
             items.append({**cat.card(row), "score": value,
-                          "reason": reasons.known_user_reason(twin_title, cosine, shared, champion.ranker_name),
+                          "reason": reasons.known_user_reason(twin_title, cosine, shared, champion.ranker_name,
+                                                              why.get("sources")),
                           "because": {"looks_like": None if twin < 0 else
                                       {"item_id": cat.item_ids[twin], "title": twin_title,
                                        "similarity": round(cosine, 4)},
-                                      "shared_tags": shared}})
+                                      "shared_tags": shared, **why}})
         return items
+
+    @staticmethod
+    def _explained(champion: Champion, context: "_UserContext", user_row: int, champion_rows: list) -> list[dict]:
+        """Champions that can say why (the two-stage ranker's ``explain``): per item, the sources that
+        nominated it and what pushed it up, found once per (user, item); {} for other rankers."""
+        explain = getattr(champion.bundle.ranker, "explain", None)
+        if explain is None:
+            return [{}] * len(champion_rows)
+        missing = [r for r in champion_rows if r not in context.explained]
+        if missing:
+            for row, entry in zip(missing, explain(user_row, np.asarray(missing))):
+                pushed = list(entry["pushed_by"].items())[:MAX_PUSHED_BY]
+                context.explained[row] = {"sources": entry["nominated_by"],
+                                          "pushed_by": {group: round(value, 4) for group, value in pushed}}
+        return [context.explained[r] for r in champion_rows]
 
     def _cold_start(self, k: int, allowed) -> list[dict]:
         cat = self.catalogue

@@ -36,12 +36,26 @@ def looks_like(rec_vectors: np.ndarray, history_vectors: np.ndarray) -> tuple[np
     return best, similarity[np.arange(len(best)), best]
 
 
-def known_user_reason(similar_title: str | None, similarity: float, shared: list[str], ranker: str) -> str:
+# the two-stage ranker's candidate sources, in a shopper's words
+SOURCE_WORDS = {"ease": "often liked together with your items", "ease_recent": "goes with what you liked lately",
+                "sequence": "often comes next after your recent picks", "factors": "fits your taste profile",
+                "visual_max": "looks like your recent picks", "content": "shares labels and words with your history",
+                "content_cf": "its kind suits your taste", "cold": "new, and its kind suits your taste",
+                "trend_week": "popular this week", "trend_month": "popular this month", "newness": "a new arrival",
+                "popularity": "popular"}
+
+
+def known_user_reason(similar_title: str | None, similarity: float, shared: list[str], ranker: str,
+                      sources: dict[str, int] | None = None) -> str:
+    """``sources``: the candidate sources that found the item ({name: rank there}), best first."""
     parts = []
     if similar_title is not None and similarity >= LOOKS_LIKE_MIN:
         parts.append(f"looks like “{similar_title}” you liked")
     if shared:
         parts.append(f"shares {', '.join(shared)} with your history")
+    if sources:
+        words = [SOURCE_WORDS.get(name, name) for name in sorted(sources, key=sources.__getitem__)]
+        parts.append(", ".join(dict.fromkeys(words[:2])))
     return "; ".join(parts) if parts else f"picked for you by the {ranker} ranker"
 
 

@@ -18,6 +18,10 @@ class Because(BaseModel):
     looks_like: LooksLike | None = None
     shared_tags: list[str] = []
     popularity: float | None = None
+    sources: dict[str, int] | None = Field(None, description="two-stage champions: the candidate sources that "
+                                           "nominated the item, each with its rank there (0 = their best)")
+    pushed_by: dict[str, float] | None = Field(None, description="two-stage champions: what moved the item up or "
+                                               "down in the learned ranker, by signal group, largest first")
 
 
 class ItemCard(BaseModel):
@@ -43,6 +47,7 @@ class Recommendations(BaseModel):
     index_version: str | None
     tags: list[str]
     k: int
+    diversity: float = Field(0.0, description="the MMR weight the list was re-ranked with (0: the champion's order)")
     items: list[ScoredItem]
 
 

@@ -63,6 +63,33 @@ class IntParam:
 
 
 @dataclass(frozen=True)
+class FloatParam:
+    name: str
+    default: float
+    minimum: float
+    maximum: float
+    description: str | None = None
+
+    def openapi(self) -> dict:
+        described = {"description": self.description} if self.description else {}
+        return {"name": self.name, "in": "query", "required": False, **described,
+                "schema": {"type": "number", "minimum": self.minimum, "maximum": self.maximum,
+                           "default": self.default}}
+
+    def parse(self, raw: str | None) -> float:
+        if raw is None:
+            return self.default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise InvalidParameter(["query", self.name], f"{self.name} must be a number, got {raw[:20]!r}") from None
+        if not self.minimum <= value <= self.maximum:       # NaN fails this too
+            raise InvalidParameter(["query", self.name],
+                                   f"{self.name} must be between {self.minimum:g} and {self.maximum:g}")
+        return value
+
+
+@dataclass(frozen=True)
 class TagsParam:
     """Repeated and/or comma-separated tags. The limits hold after the commas are split: at most
     ``max_items`` distinct tags of at most ``max_length`` characters each, and a value longer than
@@ -144,6 +171,9 @@ K = IntParam("k", 10, 1, MAX_K, "how many items")
 TAGS = TagsParam("tags", MAX_TAGS, MAX_TAG_LENGTH,
                  f"only items with ALL these tags (repeat the parameter or comma-separate; at most {MAX_TAGS} "
                  f"tags of at most {MAX_TAG_LENGTH} characters)")
+DIVERSITY = FloatParam("diversity", 0.0, 0.0, 1.0,
+                       "0: the champion's order; up to 1: more variety in looks (maximal marginal relevance over "
+                       "the image embeddings of the champion's best items)")
 USER_ID = IdParam("user_id", MAX_ID)
 ITEM_ID = IdParam("item_id", MAX_ID)
 USERS_LIMIT = IntParam("limit", 100, 1, 1000)
@@ -159,16 +189,20 @@ ThumbnailSizeQuery = THUMBNAIL_SIZE.annotated
 
 
 class HotParameters:
-    """(id, k, tags) of a hot route, read from the request by hand with the rules above."""
+    """(id, k, tags) of a hot route, read from the request by hand with the rules above, and the
+    route's own ``options`` (``read_options``)."""
 
-    def __init__(self, path: IdParam):
-        self.path = path
-        self.openapi = {"parameters": [path.openapi(), K.openapi(), TAGS.openapi()]}
+    def __init__(self, path: IdParam, *options: FloatParam):
+        self.path, self.options = path, options
+        self.openapi = {"parameters": [path.openapi(), K.openapi(), TAGS.openapi(), *(o.openapi() for o in options)]}
 
     def read(self, request: Request) -> tuple[str, int, list[str]]:
         value = self.path.parse(request.path_params[self.path.name])
         query = request.query_params
         return value, K.parse(query.get(K.name)), TAGS.parse(query.getlist(TAGS.name))
+
+    def read_options(self, request: Request) -> dict:
+        return {o.name: o.parse(request.query_params.get(o.name)) for o in self.options}
 
 
 def tag_list(values: list[str] | None) -> list[str]:

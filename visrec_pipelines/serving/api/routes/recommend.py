@@ -11,21 +11,23 @@ from starlette.requests import Request
 from ..deps import state_of
 from ..errors import documented
 from ..models import Recommendations, SimilarItemsOut
-from ..params import ITEM_ID, USER_ID, HotParameters
+from ..params import DIVERSITY, ITEM_ID, USER_ID, HotParameters
 from ..responses import fast_json
 
 router = APIRouter(tags=["recommend"])
-RECOMMENDATIONS = HotParameters(USER_ID)
+RECOMMENDATIONS = HotParameters(USER_ID, DIVERSITY)
 SIMILAR = HotParameters(ITEM_ID)
 
 
 @router.get("/recommendations/{user_id}", response_model=Recommendations,
             responses=documented(422, 503),
-            summary="Top k items for a user, with a reason each; unknown users get popular, diverse items",
+            summary="Top k items for a user, with a reason each (which source found it, which of the user's "
+                    "items it looks like); ?diversity= trades score for variety; unknown users get popular, "
+                    "diverse items",
             openapi_extra=RECOMMENDATIONS.openapi)
 async def recommendations(request: Request):
     user_id, k, tags = RECOMMENDATIONS.read(request)
-    return fast_json(state_of(request).recommend(user_id, k, tags))
+    return fast_json(state_of(request).recommend(user_id, k, tags, **RECOMMENDATIONS.read_options(request)))
 
 
 @router.get("/items/{item_id}/similar", response_model=SimilarItemsOut,

@@ -1,0 +1,56 @@
+"""?diversity= re-ranks a user's best items for variety in looks (MMR over the image vectors), and a
+two-stage champion says which source found each pick and what pushed it up."""
+import numpy as np
+from fastapi.testclient import TestClient
+
+from visrec_pipelines.recsys.metrics import intra_list_diversity
+
+
+def list_diversity(shop, item_ids) -> float:
+    rows = [shop.index.item_ids.tolist().index(i) for i in item_ids]
+    return float(intra_list_diversity(shop.index.vectors[rows][None])[0])
+
+
+def test_diversity_trades_score_for_variety_within_the_best_items(client, shop):
+    user = shop.split.train.user_ids[0]
+    plain = client.get(f"/recommendations/{user}", params={"k": 6}).json()
+    assert plain["diversity"] == 0.0
+    same = client.get(f"/recommendations/{user}", params={"k": 6, "diversity": 0}).json()
+    assert [i["item_id"] for i in same["items"]] == [i["item_id"] for i in plain["items"]]
+    varied = client.get(f"/recommendations/{user}", params={"k": 6, "diversity": 0.9}).json()
+    ids = [i["item_id"] for i in varied["items"]]
+    assert varied["diversity"] == 0.9 and len(ids) == len(set(ids)) == 6
+    assert ids[0] == plain["items"][0]["item_id"]                 # the best item always leads
+    pool = [i["item_id"] for i in client.get(f"/recommendations/{user}", params={"k": 30}).json()["items"]]
+    assert set(ids) <= set(pool)                                  # chosen among the champion's best
+    assert list_diversity(shop, ids) > list_diversity(shop, [i["item_id"] for i in plain["items"]])
+    cold = client.get("/recommendations/someone-new", params={"k": 4, "diversity": 0.5}).json()
+    assert cold["cold_start"] and len(cold["items"]) == 4
+
+
+def test_diversity_outside_zero_to_one_is_a_422(client):
+    for bad in ("-0.1", "1.5", "nan", "lots"):
+        answer = client.get("/recommendations/u0001", params={"diversity": bad})
+        assert answer.status_code == 422, bad
+        assert answer.json()["detail"][0]["loc"] == ["query", "diversity"]
+    documented = {p["name"]: p for p in
+                  client.get("/openapi.json").json()["paths"]["/recommendations/{user_id}"]["get"]["parameters"]}
+    assert documented["diversity"]["schema"] == {"type": "number", "minimum": 0.0, "maximum": 1.0, "default": 0.0}
+
+
+def test_a_two_stage_champion_explains_its_picks(shop, app_factory):
+    dataset = shop.dataset("two-stage")
+    version = shop.register(dataset, "two_stage", max_trees=20, patience=3)
+    with TestClient(app_factory(dataset)) as client:
+        user = shop.split.train.user_ids[1]
+        body = client.get(f"/recommendations/{user}", params={"k": 5}).json()
+        assert body["ranker"] == "two_stage" and body["champion_version"] == version
+        bundle = shop.registry(dataset).load_bundle(version)
+        assert [i["item_id"] for i in body["items"]] == bundle.recommend([user], k=5)["item_id"].tolist()
+        explained = bundle.explain(user, k=5).set_index("item_id")
+        for item in body["items"]:
+            because = item["because"]
+            assert because["sources"] == explained.loc[item["item_id"], "nominated_by"]
+            assert because["pushed_by"] and len(because["pushed_by"]) <= 4
+            assert np.all(np.diff(np.abs(list(because["pushed_by"].values()))) <= 1e-9)   # largest first
+        assert any(item["because"]["sources"] for item in body["items"])
