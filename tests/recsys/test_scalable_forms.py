@@ -1,0 +1,39 @@
+"""Rankers switch to their scalable form by themselves when a catalogue outgrows the exact one."""
+import numpy as np
+
+from visrec_pipelines.recsys.base import TrainData
+from visrec_pipelines.recsys.models.ease import EASE
+
+
+def random_shop(n_users=300, n_items=120, n_events=4000, seed=0) -> TrainData:
+    rng = np.random.default_rng(seed)
+    popularity = 1.0 / np.arange(1, n_items + 1)
+    items = rng.choice(n_items, size=n_events, p=popularity / popularity.sum())
+    return TrainData(np.array([f"u{u}" for u in range(n_users)]), np.array([f"i{i}" for i in range(n_items)]),
+                     rng.integers(n_users, size=n_events), items, np.arange(n_events, dtype=float))
+
+
+def test_ease_above_max_items_is_ease_over_the_most_popular_items():
+    data = random_shop()
+    positives = np.bincount(data.items, minlength=data.n_items)
+    warm = np.flatnonzero(positives)
+    capped = EASE(l2=20.0, max_items=40).fit(data)
+    assert capped.warm_items_seen == len(warm) > 40 and len(capped.warm) == 40
+    assert set(capped.warm) == set(warm[np.argsort(-positives[warm], kind="stable")[:40]])  # the 40 most popular
+
+    users = np.arange(50)
+    scores = capped.score(users)
+    outside = np.setdiff1d(np.arange(data.n_items), capped.warm)
+    assert np.all(scores[:, outside] == 0) and np.abs(scores[:, capped.warm]).sum() > 0
+
+    # over its items it is exactly EASE on the data of those items
+    keep = np.isin(data.items, capped.warm)
+    subset = TrainData(data.user_ids, data.item_ids, data.users[keep], data.items[keep], data.timestamps[keep])
+    exact = EASE(l2=20.0, max_items=10_000).fit(subset)
+    np.testing.assert_allclose(scores, exact.score(users), rtol=1e-4, atol=1e-5)
+
+
+def test_ease_within_max_items_is_unchanged():
+    data = random_shop()
+    full = EASE(l2=20.0).fit(data)
+    assert len(full.warm) == full.warm_items_seen == len(np.unique(data.items))
