@@ -71,6 +71,22 @@ class Warehouse:
         """The exact in-memory index serving searches, written by item_index beside its collection."""
         return self.dir / "item_index.npz"
 
+    @property
+    def similarity_space(self) -> Path:
+        """How item vectors are made from image, label beliefs, text and colour (``vision.similarity``):
+        serving maps an uploaded picture into the item index's space with it."""
+        return self.dir / "similarity_space.npz"
+
+    @property
+    def text_search_index(self) -> Path:
+        """Titles, descriptions, tags and text vectors that ``GET /search/text`` searches."""
+        return self.dir / "text_search.npz"
+
+    @property
+    def fine_tuned_weights_dir(self) -> Path:
+        """Fine-tuned encoder weights (one file per weights hash = per encoder id)."""
+        return self.dir / "fine_tuned_encoders"
+
     def milvus_lite_file(self, purpose: str = "items") -> Path:
         """milvus-lite's database when no Milvus server is configured (one process per file)."""
         return self.dir / ("milvus.db" if purpose == "items" else f"milvus_{purpose}.db")

@@ -41,7 +41,8 @@ from ..settings import Settings
 from .partitions import DATASETS
 
 CATALOGUE_ASSETS = ["catalogue_source", "raw_images", "quarantined_images", "item_catalogue",
-                    "excluded_items", "image_embeddings", "tag_heads", "semantic_tags", "item_index"]
+                    "excluded_items", "image_embeddings", "product_colours", "text_embeddings", "tag_heads",
+                    "semantic_tags", "similarity_space", "item_index", "text_search_index"]
 
 catalogue_refresh = define_asset_job(
     "catalogue_refresh", selection=AssetSelection.assets(*CATALOGUE_ASSETS), partitions_def=DATASETS,

@@ -27,12 +27,24 @@ from ..resources import (
     RegistryResource,
     VectorIndexResource,
 )
+from ..vision.content import content_blocks
 from ..vision.embedding_job import EmbeddingReport, combine_reports, shard_plan, update_embeddings
 from ..vision.embedding_store import EmbeddingStore
+from ..vision.fine_tune_runs import fine_tune_and_log
 from ..vision.head_runs import train_and_log_heads
 from ..vision.heads import label_probabilities
 from ..vision.images import thumbnail_data_uri
+from ..vision.product_colour import open_colour_store, update_colour_descriptors
+from ..vision.similarity import SimilaritySpace, fit_similarity_space, index_needs_rebuild
 from ..vision.tagging import combine_tag_tables, detector_tag_lists, tag_items, tag_quality, unchanged_tags
+from ..vision.text_embeddings import (
+    aligned_text_features,
+    item_texts,
+    open_text_store,
+    shared_text_encoder,
+    update_text_embeddings,
+)
+from ..vision.text_search import TextSearch
 from ..warehouse import DamagedWarehouseFile
 from .metadata import dataset_metadata, gallery, table_preview
 from .partitions import DATASETS
@@ -120,28 +132,72 @@ def aligned_features(dataset: DatasetView, image_embeddings: pd.DataFrame, item_
     return list(ids), features
 
 
-class HeadsConfig(Config):
-    epochs: int = 150
-    hidden: int = 256
+def item_content(dataset: DatasetView, image_embeddings: pd.DataFrame, text_embeddings: pd.DataFrame,
+                 item_ids) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The items' feature blocks (image, product colour, text when the catalogue has text)."""
+    text_store = None
+    if len(text_embeddings):
+        text_store = EmbeddingStore(dataset.warehouse.embeddings_dir, text_embeddings["model_id"].iloc[0])
+    return content_blocks(open_store(dataset, image_embeddings["encoder_id"].iloc[0]), item_ids,
+                          open_colour_store(dataset.warehouse.embeddings_dir), text_store)
 
 
 @asset(group_name=GROUP, partitions_def=DATASETS,
-       description="Transfer learning: heads over the image features for the catalogue's "
-                                     "own labels, tracked as MLflow runs with held-out per-label metrics.")
-def tag_heads(context: AssetExecutionContext, config: HeadsConfig, datasets: DatasetsResource,
-              registry: RegistryResource, image_embeddings: pd.DataFrame,
+       description="The product's own colour (studio backdrop removed) as an Oklab histogram per item "
+                   "(incremental, keyed by image hash): what colour heads learn the shop's colour names from.")
+def product_colours(context: AssetExecutionContext, datasets: DatasetsResource,
+                    item_catalogue: pd.DataFrame) -> Output[pd.DataFrame]:
+    dataset = datasets.of(context)
+    store = open_colour_store(dataset.warehouse.embeddings_dir)
+    described, unchanged, removed = update_colour_descriptors(
+        store, item_catalogue, lambda p: str(dataset.folder.image_file(p)))
+    frame = pd.DataFrame({"item_id": item_catalogue["item_id"].astype(str), "descriptor_id": store.encoder_id})
+    return Output(frame, metadata={**dataset_metadata(dataset.version()), "descriptor_id": store.encoder_id,
+                                   "described_now": described, "unchanged": unchanged, "removed": removed})
+
+
+@asset(group_name=GROUP, partitions_def=DATASETS,
+       description="Sentence embeddings (all-MiniLM-L6-v2, offline) of each item's title and descriptions; "
+                   "incremental, one store per text model id; empty when the catalogue has no text.")
+def text_embeddings(context: AssetExecutionContext, datasets: DatasetsResource,
+                    item_catalogue: pd.DataFrame) -> Output[pd.DataFrame]:
+    dataset = datasets.of(context)
+    texts = item_texts(item_catalogue)
+    if not (texts.str.strip() != "").any():
+        context.log.info("the catalogue has no titles or descriptions: text embeddings skipped")
+        return Output(pd.DataFrame({"item_id": pd.Series(dtype=str), "model_id": pd.Series(dtype=str)}),
+                      metadata={**dataset_metadata(dataset.version()), "skipped": "no titles or descriptions"})
+    encoder = shared_text_encoder()
+    store = open_text_store(dataset.warehouse.embeddings_dir, encoder)
+    report = update_text_embeddings(store, encoder, item_catalogue, texts)
+    with_text = item_catalogue["item_id"].astype(str)[~item_catalogue["item_id"].astype(str).isin(report.without_text)]
+    return Output(pd.DataFrame({"item_id": with_text.to_numpy(), "model_id": encoder.model_id}), metadata={
+        **dataset_metadata(dataset.version()), "model_id": encoder.model_id, "dim": encoder.dim,
+        "embedded_now": report.embedded, "unchanged": report.unchanged, "removed": report.removed,
+        "items_without_text": len(report.without_text), "seconds": round(report.seconds, 1)})
+
+
+@asset(group_name=GROUP, partitions_def=DATASETS,
+       description="Transfer learning: calibrated heads for the catalogue's own labels over image, product "
+                   "colour and text features, tracked as MLflow runs with held-out per-label metrics.")
+def tag_heads(context: AssetExecutionContext, datasets: DatasetsResource, registry: RegistryResource,
+              image_embeddings: pd.DataFrame, product_colours: pd.DataFrame, text_embeddings: pd.DataFrame,
               item_catalogue: pd.DataFrame) -> Output[list]:
     dataset = datasets.of(context)
-    ids, features = aligned_features(dataset, image_embeddings, item_catalogue["item_id"])
+    ids, blocks = item_content(dataset, image_embeddings, text_embeddings, item_catalogue["item_id"])
     items = item_catalogue.set_index("item_id").loc[ids].reset_index()
     version = dataset.version()
     heads, run_id, per_label = train_and_log_heads(
-        features, items, registry.for_dataset(dataset.name), epochs=config.epochs, hidden=config.hidden,
+        blocks, items, registry.for_dataset(dataset.name),
         run_tags={"dataset": dataset.name, "dataset_version": version["version"],
                   "encoder_id": image_embeddings["encoder_id"].iloc[0], "dagster_run_id": context.run_id})
-    overall = {f"{h.group.column}.{k}": round(v, 4) for h in heads for k, v in h.metrics.items()}
+    if not heads:
+        context.log.info("no label columns with enough labelled items: no heads (tags from ImageNet and pixels)")
+    overall = {f"{h.group.column}.{k}": round(float(v), 4) for h in heads for k, v in h.metrics.items()}
     return Output(heads, metadata={**dataset_metadata(version), "mlflow_run_id": run_id or "none",
                                    "label_groups": ", ".join(h.group.column for h in heads) or "none",
+                                   "feature_blocks": ", ".join(f"{b}:{x.shape[1]}" for b, x in blocks.items()),
+                                   "rare_labels": MetadataValue.json({h.group.column: h.rare_labels for h in heads}),
                                    "held_out_metrics": MetadataValue.json(overall),
                                    "per_label": table_preview(per_label.round(3), rows=40)})
 
@@ -162,6 +218,7 @@ class CatalogueChangeConfig(Config):
        description="Readable tags with confidences: ImageNet objects, colours, learned heads.")
 def semantic_tags(context: AssetExecutionContext, config: TagConfig, datasets: DatasetsResource,
                   detector: DetectorResource, image_embeddings: pd.DataFrame, tag_heads: list,
+                  product_colours: pd.DataFrame, text_embeddings: pd.DataFrame,
                   item_catalogue: pd.DataFrame) -> Output[pd.DataFrame]:
     dataset = datasets.of(context)
     store = open_store(dataset, image_embeddings["encoder_id"].iloc[0])
@@ -170,13 +227,14 @@ def semantic_tags(context: AssetExecutionContext, config: TagConfig, datasets: D
     if previous is not None:   # incremental: tag the changed items, keep the rest as they were
         kept = unchanged_tags(previous, wanted, config.only_items)
         wanted = wanted[~wanted.isin(kept["item_id"])]
-    ids, features, top_classes, top_probs = store.load(wanted)
+    ids, _, top_classes, top_probs = store.load(wanted)
+    _, blocks = item_content(dataset, image_embeddings, text_embeddings, ids)
     items = item_catalogue.set_index("item_id").loc[ids].reset_index()
     paths = [str(dataset.folder.image_file(p)) for p in items["image_path"]]
     object_detector = detector.get()
     detections = detector_tag_lists(object_detector, paths) if object_detector is not None else None
     tags = tag_items(list(ids), paths, top_classes, top_probs,
-                     label_probabilities(tag_heads, features) if tag_heads and len(ids) else None, detections,
+                     label_probabilities(tag_heads, blocks) if tag_heads and len(ids) else None, detections,
                      min_confidence=config.min_confidence, max_tags=config.max_tags)
     tagged_now = len(tags)
     if previous is not None:
@@ -207,14 +265,38 @@ def _previous_tags(context: AssetExecutionContext, dataset: DatasetView) -> tupl
 
 
 @asset(group_name=GROUP, partitions_def=DATASETS,
-       description="Milvus collection of item vectors + tags/category (switched by alias), "
-                                     "and the exact in-memory snapshot that serving searches.")
+       description="How similar-item vectors are made: image embedding + the heads' label beliefs (+ text, "
+                   "colour), weighted so that neighbours share the catalogue's labels (chosen on training items).")
+def similarity_space(context: AssetExecutionContext, datasets: DatasetsResource, image_embeddings: pd.DataFrame,
+                     product_colours: pd.DataFrame, text_embeddings: pd.DataFrame, tag_heads: list,
+                     item_catalogue: pd.DataFrame) -> Output[SimilaritySpace]:
+    dataset = datasets.of(context)
+    ids, blocks = item_content(dataset, image_embeddings, text_embeddings, item_catalogue["item_id"])
+    items = item_catalogue.set_index("item_id").loc[ids].reset_index()
+    space = fit_similarity_space(blocks, items, tag_heads)
+    if not space.uses_labels:
+        context.log.info("similar items use the raw image embeddings: "
+                         f"{space.report.get('reason', 'label beliefs did not help on training items')}")
+    return Output(space, metadata={**dataset_metadata(dataset.version()), "image_weight": space.image_weight,
+                                   "label_weight": space.label_weight, "text_weight": space.text_weight,
+                                   "colour_weight": space.colour_weight, "selection": MetadataValue.json(space.report)})
+
+
+@asset(group_name=GROUP, partitions_def=DATASETS,
+       description="Milvus collection of item vectors (the similarity space's) + tags/category (switched by "
+                   "alias), and the exact in-memory snapshot that serving searches.")
 def item_index(context: AssetExecutionContext, config: CatalogueChangeConfig, datasets: DatasetsResource,
                vector_index: VectorIndexResource, image_embeddings: pd.DataFrame, semantic_tags: pd.DataFrame,
+               text_embeddings: pd.DataFrame, similarity_space: SimilaritySpace,
                item_catalogue: pd.DataFrame) -> Output[pd.DataFrame]:
     dataset = datasets.of(context)
-    store = open_store(dataset, image_embeddings["encoder_id"].iloc[0])
-    ids, features, _, _ = store.load(item_catalogue["item_id"])
+    ids, blocks = item_content(dataset, image_embeddings, text_embeddings, item_catalogue["item_id"])
+    ids = np.asarray(ids, dtype=object)
+    features = similarity_space.vectors(blocks)
+    space_file = dataset.warehouse.similarity_space
+    only_items, removed_items = config.only_items, config.removed_items
+    if index_needs_rebuild(space_file, similarity_space):   # every vector moved: no in-place update
+        only_items, removed_items = [], []
     items = item_catalogue.set_index("item_id").loc[ids]
     tags = semantic_tags.set_index("item_id").reindex(ids)
     categories = tags["top_category"].fillna("").tolist()
@@ -222,7 +304,8 @@ def item_index(context: AssetExecutionContext, config: CatalogueChangeConfig, da
     titles = items["title"].fillna("").tolist()
     update = update_item_index(lambda: vector_index.open(dataset.warehouse), vector_index.lite_file(dataset.warehouse),
                                dataset.warehouse.item_index_snapshot, ids, features, categories, tag_lists, titles,
-                               config.only_items, config.removed_items, run_tag=context.run_id[:8])
+                               only_items, removed_items, run_tag=context.run_id[:8])
+    similarity_space.save(space_file)   # serving maps uploaded pictures into the same space
     for repair in update.repairs:
         context.log.warning(f"item index repaired: {repair}")
     snapshot, collection = update.snapshot, update.collection
@@ -237,6 +320,65 @@ def item_index(context: AssetExecutionContext, config: CatalogueChangeConfig, da
     frame = pd.DataFrame({"item_id": ids, "category": categories, "collection": collection})
     return Output(frame, metadata={**dataset_metadata(dataset.version()), "collection": collection,
                                    "indexed": update.count, "snapshot": str(dataset.warehouse.item_index_snapshot),
-                                   "version": update.version, **update.change,
+                                   "version": update.version, **update.change, "dim": int(features.shape[1]),
+                                   "vectors": "image + label beliefs" if similarity_space.uses_labels else "image",
                                    "repairs": "; ".join(update.repairs) or "none",
                                    "nearest_neighbours": gallery(rows)})
+
+
+@asset(group_name=GROUP, partitions_def=DATASETS,
+       description="What GET /search/text searches: titles and descriptions (words and sentence embeddings) "
+                   "and the items' tags.")
+def text_search_index(context: AssetExecutionContext, datasets: DatasetsResource, semantic_tags: pd.DataFrame,
+                      text_embeddings: pd.DataFrame, item_catalogue: pd.DataFrame) -> Output[pd.DataFrame]:
+    dataset = datasets.of(context)
+    ids = item_catalogue["item_id"].astype(str).tolist()
+    tags = semantic_tags.set_index("item_id").reindex(ids)["tag_names"]
+    tag_lists = [list(t) if isinstance(t, (list, np.ndarray)) else [] for t in tags]
+    encoder, vectors = None, None
+    if len(text_embeddings):
+        encoder = shared_text_encoder()
+        store = EmbeddingStore(dataset.warehouse.embeddings_dir, text_embeddings["model_id"].iloc[0])
+        vectors = aligned_text_features(store, ids, encoder.dim)
+    search = TextSearch(ids, item_texts(item_catalogue).tolist(), tag_lists, vectors, encoder)
+    search.save(dataset.warehouse.text_search_index)
+    return Output(pd.DataFrame({"item_id": ids}), metadata={
+        **dataset_metadata(dataset.version()), "items": len(ids), "text_model": getattr(encoder, "model_id", "none"),
+        "views": "text meaning, tag meaning, text words, tag words" if encoder else "text words, tag words"})
+
+
+class FineTuneConfig(Config):
+    enabled: bool = True
+    time_budget_s: float = 420.0   # training stops after this (the fashion catalogue: ~5 min on 2 cores)
+    epochs: int = 6
+    trainable_blocks: int = 2      # of Lite0's 16 blocks, the last ones; the rest stay frozen
+
+
+@asset(group_name=GROUP, partitions_def=DATASETS,
+       description="Transfer learning proper: Lite0's last blocks fine-tuned on the catalogue's labels, kept only "
+                   "when it beats frozen features on validation items; own encoder id, ONNX graph, embeddings "
+                   "and MLflow run. Serve it by setting VISREC_ENCODER_WEIGHTS to its weights.")
+def fine_tuned_encoder(context: AssetExecutionContext, config: FineTuneConfig, datasets: DatasetsResource,
+                       encoder: EncoderResource, registry: RegistryResource, image_embeddings: pd.DataFrame,
+                       item_catalogue: pd.DataFrame) -> Output[dict]:
+    dataset = datasets.of(context)
+    metadata = dataset_metadata(dataset.version())
+    if not config.enabled:
+        return Output({"kept": False, "message": "switched off by run config"},
+                      metadata={**metadata, "message": "switched off by run config"})
+    paths = [str(dataset.folder.image_file(p)) for p in item_catalogue["image_path"]]
+    result, tuned, run_id = fine_tune_and_log(
+        paths, item_catalogue, dataset.warehouse.fine_tuned_weights_dir, registry.for_dataset(dataset.name),
+        {"dataset": dataset.name, "base_encoder_id": image_embeddings["encoder_id"].iloc[0],
+         "dagster_run_id": context.run_id}, cache_dir=encoder.cache_dir, time_budget_s=config.time_budget_s,
+        epochs=config.epochs, trainable_blocks=config.trainable_blocks)
+    context.log.info(result.message)
+    summary = {"kept": result.kept, "message": result.message, "encoder_id": tuned.encoder_id if tuned else None,
+               "weights_path": str(result.weights_path) if result.kept else None, "mlflow_run_id": run_id}
+    if tuned is not None:   # the catalogue in the new encoder's own store, incrementally
+        report = update_embeddings(EmbeddingStore.for_encoder(dataset.warehouse.embeddings_dir, tuned), tuned,
+                                   item_catalogue, lambda p: str(dataset.folder.image_file(p)))
+        summary["embedded_now"], summary["unchanged"] = report.embedded, report.unchanged
+    return Output(summary, metadata={**metadata, **{k: v if v is not None else "none" for k, v in summary.items()},
+                                     "seconds": round(result.seconds, 1),
+                                     "validation": MetadataValue.json(result.validation)})

@@ -14,9 +14,12 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from .colours import _kmeans, _object_mask, _working_pixels, srgb_to_oklab
+from .embedding_store import EmbeddingStore
+from .embedding_stream import EmbeddingBatch
 from .images import ImageRejected, load_rgb
 
 ACHROMATIC_CHROMA = 4.0            # Oklab x100: below this a pixel reads as black/grey/white
@@ -75,3 +78,38 @@ def colour_distribution(descriptors: np.ndarray) -> np.ndarray:
     histogram = np.asarray(descriptors, np.float32)[:, :HISTOGRAM_DIM]
     norms = np.linalg.norm(histogram, axis=1, keepdims=True)
     return histogram / np.where(norms > 0, norms, 1.0)
+
+
+DESCRIPTOR_ID = f"colour-oklab-histogram-{DESCRIPTOR_DIM}:v1"   # a new descriptor = a new store folder
+
+
+def open_colour_store(root) -> EmbeddingStore:
+    return EmbeddingStore(root, DESCRIPTOR_ID, {"descriptor": "product pixels, Oklab histogram + moments"},
+                          DESCRIPTOR_DIM)
+
+
+def update_colour_descriptors(store: EmbeddingStore, catalogue: pd.DataFrame, resolve,
+                              batch_size: int = 256) -> tuple[int, int, int]:
+    """Describe the images that are new or changed (keyed like image embeddings: item_id + the
+    image's sha256), drop removed items; returns (described now, unchanged, removed)."""
+    plan = store.plan(catalogue[["item_id", "sha256", "image_path"]])
+    with store.writer() as writer:
+        for start in range(0, len(plan.to_embed), batch_size):
+            chunk = plan.to_embed.iloc[start:start + batch_size]
+            vectors = colour_descriptors([resolve(p) for p in chunk["image_path"]])
+            writer.write(EmbeddingBatch(chunk["item_id"].tolist(), chunk["sha256"].tolist(), vectors,
+                                        None, None, []))
+    if plan.to_remove:
+        store.remove(plan.to_remove)
+    return len(plan.to_embed), plan.unchanged, len(plan.to_remove)
+
+
+def aligned_descriptors(store: EmbeddingStore, item_ids) -> np.ndarray:
+    """(n, DESCRIPTOR_DIM) in ``item_ids`` order; zero rows (no colour evidence) for items missing."""
+    ids, vectors, _, _ = store.load(item_ids)
+    row = {item_id: n for n, item_id in enumerate(ids)}
+    out = np.zeros((len(item_ids), DESCRIPTOR_DIM), np.float32)
+    for n, item_id in enumerate(map(str, item_ids)):
+        if item_id in row:
+            out[n] = vectors[row[item_id]]
+    return out

@@ -20,15 +20,18 @@ groups the vectors are the raw image embeddings: nothing to learn, nothing lost.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..atomic import write_atomically
 from .heads import COLOUR_BLOCK, IMAGE_BLOCK, TEXT_BLOCK, TrainedHead
 from .label_groups import label_lists
 from .product_colour import HISTOGRAM_DIM, colour_distribution
@@ -93,6 +96,22 @@ class SimilaritySpace:
                  **{f"head_{n}": np.frombuffer(h.to_bytes(), np.uint8) for n, h in enumerate(self.heads)})
         return buffer.getvalue()
 
+    def fingerprint(self) -> str:
+        """What the vectors depend on (the archive's bytes also hold write times)."""
+        digest = hashlib.sha256(json.dumps([self.image_weight, self.label_weight, self.text_weight,
+                                            self.text_dim, self.colour_weight]).encode())
+        for head in self.heads:
+            for part in (head.weights, head.bias, head.block_bias):
+                digest.update(b"" if part is None else np.ascontiguousarray(part).tobytes())
+        return digest.hexdigest()
+
+    def save(self, path: str | Path) -> None:
+        write_atomically(Path(path), self.to_bytes())
+
+    @classmethod
+    def load(cls, path: str | Path) -> SimilaritySpace:
+        return cls.from_bytes(Path(path).read_bytes())
+
     @classmethod
     def from_bytes(cls, blob: bytes) -> SimilaritySpace:
         saved = np.load(io.BytesIO(blob), allow_pickle=False)
@@ -152,3 +171,13 @@ def nearest(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     top = np.argpartition(-scores, k, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
     return np.take_along_axis(top, order, axis=1)
+
+
+def index_needs_rebuild(space_file, space: SimilaritySpace) -> bool:
+    """A new space (heads retrained, weights chosen again) moves every item's vector: the index is
+    rebuilt rather than updated in place. Same bytes as the last space written: in place is fine."""
+    path = Path(space_file)
+    try:
+        return SimilaritySpace.load(path).fingerprint() != space.fingerprint()
+    except Exception:   # none yet, or unreadable: rebuild, which also rewrites it
+        return True
