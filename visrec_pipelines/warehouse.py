@@ -5,6 +5,8 @@ serving, the CLI and the sensors read the same files by the same names.
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +94,15 @@ class Warehouse:
         return self.dir / ("milvus.db" if purpose == "items" else f"milvus_{purpose}.db")
 
     def milvus_alias(self, purpose: str = "items") -> str:
-        """One alias per dataset and purpose, so datasets can share a Milvus server."""
+        """One alias per dataset and purpose, so datasets can share a Milvus server. A Milvus server
+        takes only letters, digits and underscores in names (milvus-lite takes more): other
+        characters become "_" plus a digest of the dataset name, so names stay distinct."""
         base = ITEMS_ALIAS if purpose == "items" else f"visrec_{purpose}"
-        return f"{base}_{self.dataset}"
+        name = self.dataset
+        if not re.fullmatch(r"\w+", name, flags=re.ASCII):
+            digest = hashlib.sha1(name.encode()).hexdigest()[:6]
+            name = f"{re.sub(r'[^A-Za-z0-9_]', '_', name)}_{digest}"
+        return f"{base}_{name}"
 
     @property
     def run_log(self) -> Path:

@@ -56,8 +56,9 @@ class MilvusItemIndex:
         self._lite_path = os.path.abspath(self.uri) if self.uri.endswith(".db") else None
         self._client: MilvusClient | None = _connect(self.uri, self._lite_path, token)
         self._index_type: str | None = None  # of the live collection, for its search parameters,
-        self._index_type_at = 0.0             # looked up again after INDEX_TYPE_TTL_S (another
-                                              # process may rebuild with another index type)
+        self._tag_array = False               # and its tag layout (milvus_schema); both looked up
+        self._index_type_at = 0.0             # again after INDEX_TYPE_TTL_S (another process may
+                                              # rebuild with another index type)
 
     # --- building ------------------------------------------------------------------------------
     def build(self, item_ids: Sequence[str], vectors, categories: Sequence[str] | None = None,
@@ -79,26 +80,27 @@ class MilvusItemIndex:
         if self._lite_path and index_type not in LITE_INDEX_TYPES:
             raise ValueError(f"milvus-lite cannot build {index_type}; use one of {sorted(LITE_INDEX_TYPES)}")
         name = f"{self.alias}_{datetime.now(UTC):%Y%m%d_%H%M%S_%f}_{uuid.uuid4().hex[:6]}"
+        tag_array = self._lite_path is None   # the tag layout each kind filters well (milvus_schema)
         client = self._live_client()
-        client.create_collection(name, schema=ms.item_schema(dim), consistency_level="Strong")
+        client.create_collection(name, schema=ms.item_schema(dim, tag_array), consistency_level="Strong")
         try:
             batch = max(256, INSERT_BATCH_BYTES // (4 * dim))
             for s in range(0, n, batch):
                 client.insert(name, ms.rows(ids[s:s + batch], vectors[s:s + batch], categories[s:s + batch],
-                                            tags[s:s + batch], titles[s:s + batch]))
+                                            tags[s:s + batch], titles[s:s + batch], tag_array))
             client.flush(name)  # seal the data before indexing, so load() indexes all of it
             params = client.prepare_index_params()
             params.add_index(ms.VECTOR_FIELD, index_name=ms.VECTOR_FIELD, index_type=index_type, metric_type="IP",
                              params=build_params if build_params is not None else ms.BUILD_PARAMS.get(index_type, {}))
             client.create_index(name, params)
             client.load_collection(name)
-            self._check_answers(name, n, vectors[0], index_type)
+            self._check_answers(name, n, vectors[0], (index_type, tag_array))
         except BaseException:
             with contextlib.suppress(Exception):  # never leave a half-built collection behind
                 client.drop_collection(name)
             raise
         self._point_alias_at(name)
-        self._index_type, self._index_type_at = index_type, time.monotonic()
+        self._index_type, self._tag_array, self._index_type_at = index_type, tag_array, time.monotonic()
         self._drop_old_collections(name)
         return name
 
@@ -107,7 +109,9 @@ class MilvusItemIndex:
         vectors = unit_rows(vectors)
         n = len(vectors)
         filled = (list(x) if x is not None else [None] * n for x in (categories, tags, titles))
-        result = self._live_client().upsert(self.alias, ms.rows([str(i) for i in item_ids], vectors, *filled))
+        _, tag_array = self._layout()
+        result = self._live_client().upsert(self.alias, ms.rows([str(i) for i in item_ids], vectors, *filled,
+                                                                tag_array=tag_array))
         return int(result.get("upsert_count", n))
 
     def delete(self, item_ids: Sequence[str]) -> None:
@@ -134,15 +138,15 @@ class MilvusItemIndex:
         if k <= 0:
             return []
         query = unit_rows(np.asarray(vector, dtype=np.float32)[None, :])[0].tolist()
-        expression = ms.filter_expression(category, tags)
         try:
-            hits = self._search(self.alias, query, k, expression)
+            hits = self._search(self.alias, query, k, category, tags)
         except MilvusException:
-            # Another process may have switched the alias to a collection of another index type,
-            # whose search parameters differ: look the type up again, once.
+            # Another process may have switched the alias to a collection of another index type
+            # or tag layout, whose search parameters or filters differ: look them up again, once.
             self._index_type = None
-            hits = self._search(self.alias, query, k, expression)
-        return [(str(hit["item_id"]), float(hit["distance"])) for hit in hits]
+            hits = self._search(self.alias, query, k, category, tags)
+        # hit.id, not hit["item_id"]: servers before 2.4 do not name the primary key in results
+        return [(str(hit.id), float(hit.distance)) for hit in hits]
 
     def similar_items(self, item_id: str, k: int = 10, category: str | None = None, tags=None) -> Neighbours:
         """Nearest neighbours of an indexed item, itself excluded (2 calls: fetch its vector, search)."""
@@ -220,19 +224,26 @@ class MilvusItemIndex:
             raise RuntimeError("this MilvusItemIndex is closed")
         return self._client
 
-    def _search(self, collection: str, query: list, k: int, expression: str = "", index_type=None) -> list:
-        if index_type is None:
-            if self._index_type is None or time.monotonic() - self._index_type_at > INDEX_TYPE_TTL_S:
-                info = self._live_client().describe_index(collection, ms.VECTOR_FIELD)
-                self._index_type, self._index_type_at = info["index_type"], time.monotonic()
-            index_type = self._index_type
-        return self._live_client().search(collection, data=[query], limit=k, filter=expression,
+    def _layout(self) -> tuple[str, bool]:
+        """(index type, tags stored as an ARRAY) of the collection the alias points at."""
+        if self._index_type is None or time.monotonic() - self._index_type_at > INDEX_TYPE_TTL_S:
+            client = self._live_client()
+            index_type = client.describe_index(self.alias, ms.VECTOR_FIELD)["index_type"]
+            self._tag_array = ms.tag_array_of(client.describe_collection(self.alias))
+            self._index_type, self._index_type_at = index_type, time.monotonic()
+        return self._index_type, self._tag_array
+
+    def _search(self, collection: str, query: list, k: int, category=None, tags=None,
+                layout: tuple[str, bool] | None = None) -> list:
+        index_type, tag_array = layout or self._layout()
+        return self._live_client().search(collection, data=[query], limit=k,
+                                          filter=ms.filter_expression(category, tags, tag_array),
                                           anns_field=ms.VECTOR_FIELD,
                                           search_params=ms.search_params(index_type, k))[0]
 
-    def _check_answers(self, name: str, expected_rows: int, probe: np.ndarray, index_type: str) -> None:
+    def _check_answers(self, name: str, expected_rows: int, probe: np.ndarray, layout: tuple[str, bool]) -> None:
         rows = self._live_client().query(name, filter="", output_fields=["count(*)"])[0]["count(*)"]
-        hits = self._search(name, probe.tolist(), 1, index_type=index_type)
+        hits = self._search(name, probe.tolist(), 1, layout=layout)
         if rows != expected_rows or not hits:
             raise RuntimeError(f"new collection {name} holds {rows}/{expected_rows} rows "
                                f"and answered {len(hits)} hits; alias {self.alias!r} left unchanged")

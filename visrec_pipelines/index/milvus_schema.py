@@ -1,9 +1,14 @@
 """The item collection's schema, row encoding, filter expressions and index parameters.
 
-Tags are stored as one delimited VARCHAR (`|casual|red|`) and filtered with `like "%|red|%"`, not
-as an ARRAY with `array_contains`: milvus-lite 3.2 accepts `array_contains`/`array_contains_all`
-but evaluates them row by row in Python (~80 µs a row: 0.8 s per query on 10k items), while
-`like` runs as a vectorised Arrow kernel (a few ms), and a Milvus server supports both.
+Tags are stored in one of two layouts, chosen by where the collection lives (``tag_array``):
+- milvus-lite: one delimited VARCHAR (`|casual|red|`) filtered with `like "%|red|%"`. milvus-lite 3.2
+  accepts `array_contains` but evaluates it row by row in Python (~80 µs a row: 0.8 s per query on
+  10k items), while `like` runs as a vectorised Arrow kernel (a few ms).
+- a Milvus server: an ARRAY of VARCHAR filtered with `array_contains`, evaluated natively. Servers
+  before 2.4 reject infix `like` ("only prefix pattern match like ab% ... supported", seen on 2.3.5),
+  and `array_contains` works on every server since 2.3, so no version check is needed.
+Readers take the layout from the collection's schema (``tag_array_of``), so either kind of
+collection is read correctly whoever built it.
 Expression templates (`filter_params`) are not supported by milvus-lite, so literals are quoted here.
 """
 from __future__ import annotations
@@ -16,6 +21,7 @@ from visrec_pipelines.index.exact import as_tag_list
 
 TAG_SEPARATOR = "|"
 MAX_ID, MAX_CATEGORY, MAX_TAGS, MAX_TITLE = 256, 1024, 4096, 4096  # bytes, as Milvus counts
+MAX_TAG_COUNT, MAX_TAG = 1024, 1024     # the ARRAY layout: tags per item, bytes per tag
 VECTOR_FIELD = "vector"
 
 # Build parameters per index type; metric is always inner product (vectors are unit length).
@@ -36,12 +42,16 @@ def search_params(index_type: str, k: int) -> dict:
     return {"metric_type": "IP", "params": params}
 
 
-def item_schema(dim: int):
+def item_schema(dim: int, tag_array: bool = False):
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID)
     schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
     schema.add_field("category", DataType.VARCHAR, max_length=MAX_CATEGORY)
-    schema.add_field("tags", DataType.VARCHAR, max_length=MAX_TAGS)
+    if tag_array:
+        schema.add_field("tags", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_TAG_COUNT,
+                         max_length=MAX_TAG)
+    else:
+        schema.add_field("tags", DataType.VARCHAR, max_length=MAX_TAGS)
     schema.add_field("title", DataType.VARCHAR, max_length=MAX_TITLE)
     return schema
 
@@ -54,12 +64,21 @@ def encode_tags(tags) -> str:
     return TAG_SEPARATOR + TAG_SEPARATOR.join(tags) + TAG_SEPARATOR if tags else ""
 
 
-def decode_tags(text: str) -> list[str]:
-    return [t for t in (text or "").split(TAG_SEPARATOR) if t]
+def decode_tags(stored) -> list[str]:
+    """An item's tags as either layout stores them (a list from an ARRAY, text from a VARCHAR)."""
+    if isinstance(stored, list):
+        return [str(t) for t in stored]
+    return [t for t in (stored or "").split(TAG_SEPARATOR) if t]
 
 
-def rows(item_ids, vectors, categories, tags, titles) -> list[dict]:
-    return [{"item_id": str(i), VECTOR_FIELD: v, "category": _text(c), "tags": encode_tags(t),
+def tag_array_of(description: dict) -> bool:
+    """Whether a collection (``MilvusClient.describe_collection``) stores tags as an ARRAY."""
+    return any(f["name"] == "tags" and f["type"] == DataType.ARRAY for f in description["fields"])
+
+
+def rows(item_ids, vectors, categories, tags, titles, tag_array: bool = False) -> list[dict]:
+    encode = as_tag_list if tag_array else encode_tags
+    return [{"item_id": str(i), VECTOR_FIELD: v, "category": _text(c), "tags": encode(t),
              "title": _text(ti)[:MAX_TITLE // 4]}  # UTF-8 needs at most 4 bytes a character
             for i, v, c, t, ti in zip(item_ids, vectors, categories, tags, titles)]
 
@@ -73,9 +92,12 @@ def quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def filter_expression(category: str | None = None, tags=None) -> str:
+def filter_expression(category: str | None = None, tags=None, tag_array: bool = False) -> str:
     parts = [f"category == {quote(category)}"] if category is not None else []
     for tag in as_tag_list(tags):
+        if tag_array:
+            parts.append(f"array_contains(tags, {quote(tag)})")
+            continue
         escaped = tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         parts.append(f"tags like {quote('%' + TAG_SEPARATOR + escaped + TAG_SEPARATOR + '%')}")
     return " and ".join(parts)
