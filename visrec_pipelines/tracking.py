@@ -2,6 +2,7 @@
 artifacts under ``<root>/mlflow/`` by default, a tracking server in production (same code)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -20,13 +21,26 @@ def configure(uri: str, experiment: str, artifacts_dir: Path | None = None):
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = user_setting
-    if mlflow.get_experiment_by_name(experiment) is None:
-        location = None
-        if uri.startswith("sqlite:") and artifacts_dir is not None:   # beside the store, not ./mlruns
-            location = (Path(artifacts_dir) / "artifacts").resolve().as_uri()
-        mlflow.create_experiment(experiment, artifact_location=location)
+    with local_store_lock(uri):
+        if mlflow.get_experiment_by_name(experiment) is None:
+            location = None
+            if uri.startswith("sqlite:") and artifacts_dir is not None:   # beside the store, not ./mlruns
+                location = (Path(artifacts_dir) / "artifacts").resolve().as_uri()
+            mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment)
     return mlflow
+
+
+def local_store_lock(uri: str):
+    """Steps running side by side (multiprocess, Celery workers) that open a new local sqlite store at
+    once would both run its schema migrations, and both create a missing experiment: the loser fails.
+    A file lock beside the store makes the first one do it and the others find it done. A tracking
+    server needs none."""
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(uri.removeprefix("sqlite:///") + ".init.lock", timeout=300)
 
 
 def git_commit(root: Path | None = None) -> str:
