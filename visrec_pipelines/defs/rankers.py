@@ -30,6 +30,7 @@ from .vision import aligned_features
 GROUP = "rankers"
 GATE = "promotion_gate"
 TRAINED = "trained"
+BEYOND_ACCURACY = ("diversity@20", "novelty@20")   # in the evaluation table, not gated on
 ENOUGH = "enough_interactions"
 
 
@@ -92,11 +93,14 @@ def ranker_asset(name: str):
                                    description=f"{name} failed to train: {reason}")
             return
         bundle = RankerBundle.from_training(trained.ranker, interaction_split.train)
+        # a learned ranker over candidate sources says which it leaned on (two_stage)
+        leaned_on = getattr(trained.ranker, "signal_importance", None)
         yield Output({"name": name, "bundle": bundle, "train_seconds": trained.train_seconds,
                       "params": trained.params},
                      metadata={"train_seconds": round(trained.train_seconds, 2),
                                "params": MetadataValue.json({k: _plain(v) if not isinstance(v, tuple) else list(v)
-                                                             for k, v in trained.params.items()})})
+                                                             for k, v in trained.params.items()}),
+                               **({"leaned_on": MetadataValue.json(leaned_on())} if leaned_on else {})})
         yield AssetCheckResult(check_name=TRAINED, passed=True, metadata={"trained": True})
     return _train
 
@@ -123,7 +127,7 @@ def ranker_evaluation(context: AssetExecutionContext, datasets: DatasetsResource
         run_id, model_version = models.log_ranker(
             trained["bundle"], trained["name"], {**metrics, "train_seconds": trained["train_seconds"]},
             {k: str(v) for k, v in trained["params"].items()}, tags)
-        rows.append({"ranker": trained["name"], **{k: metrics[k] for k in GATE_METRICS},
+        rows.append({"ranker": trained["name"], **{k: metrics[k] for k in (*GATE_METRICS, *BEYOND_ACCURACY)},
                      "train_s": trained["train_seconds"], "mlflow_run_id": run_id, "model_version": model_version})
     table = pd.DataFrame(rows).sort_values("ndcg@20", ascending=False).reset_index(drop=True)
     shown = table.drop(columns=["mlflow_run_id"]).round(4)
@@ -136,6 +140,9 @@ def ranker_evaluation(context: AssetExecutionContext, datasets: DatasetsResource
 class GateConfig(Config):
     ndcg_margin: float = 0.0          # relative: the challenger must beat champion NDCG@20 × (1 + margin)
     cold_recall_tolerance: float = 0.01
+    # the gain must be significant over users at this level (one-sided paired bootstrap of per-user
+    # NDCG@20); None: the mean rule alone
+    significance: float | None = promotion.SIGNIFICANCE
 
 
 @asset(group_name=GROUP, partitions_def=DATASETS,
@@ -151,13 +158,16 @@ def champion_ranker(context: AssetExecutionContext, config: GateConfig, datasets
     models = registry.for_dataset(dataset.name)
     decision, compared_with = promotion.run_gate(
         models, str(best["model_version"]), best["mlflow_run_id"], metrics, interaction_split,
-        margin=config.ndcg_margin, cold_tolerance=config.cold_recall_tolerance)
+        margin=config.ndcg_margin, cold_tolerance=config.cold_recall_tolerance, significance=config.significance)
     champion = models.current_champion()
+    segments = {} if decision.segments is None else {
+        "significance": config.significance, "segments": table_preview(decision.segments.round(4))}
     table = decision.table.assign(challenger_ranker=best["ranker"])
     yield Output(table, metadata={"challenger": f"{best['ranker']} v{best['model_version']}",
                                   "compared_with": compared_with or "none", "promoted": decision.promote,
                                   "champion_version": str(champion.version) if champion else "none",
-                                  "decision": decision.summary(), "table": table_preview(table.round(4))})
+                                  "decision": decision.summary(), "table": table_preview(table.round(4)),
+                                  **segments})
     yield AssetCheckResult(check_name=GATE, passed=decision.promote, severity=AssetCheckSeverity.ERROR,
                            metadata={"decision": decision.summary(),
                                      "ndcg_delta": float(0 if math.isnan(decision.table["delta"].iloc[0])
