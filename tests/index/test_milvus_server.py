@@ -26,6 +26,7 @@ from visrec_pipelines.data.demo import generate_demo
 from visrec_pipelines.index import ExactIndex, MilvusItemIndex, milvus_index, unit_rows
 from visrec_pipelines.index.milvus_index import open_item_index
 from visrec_pipelines.settings import Settings
+from visrec_pipelines.vision import DEFAULT_ENCODER
 
 pytestmark = [pytest.mark.slow, pytest.mark.milvus_server]
 
@@ -107,9 +108,11 @@ def shop(tmp_path_factory, milvus_uri):
     dataset = generate_demo(root / "assets" / DATASET, n_items=40, n_users=12, seed=3)
 
     def settings(**overrides) -> Settings:
+        """Explicit fields: a developer's VISREC_* / MILVUS_* variables cannot point the test elsewhere."""
         fields = dict(root=root, assets=root / "assets", warehouse=root / "warehouse",
                       dagster_home=root / "dagster_home", dataset=DATASET, mlflow_tracking_uri=None,
-                      milvus_uri=milvus_uri, milvus_token="", index_source="snapshot", api_key=None)
+                      milvus_uri=milvus_uri, milvus_token="", index_source="snapshot", api_key=None,
+                      encoder=DEFAULT_ENCODER, encoder_weights=None, detector_weights=None)
         return Settings(**{**fields, **overrides})
 
     return dataset, settings
