@@ -28,7 +28,7 @@ def movielens_path() -> Path:
     return MOVIELENS
 
 
-def postgres_reachable(host: str = "127.0.0.1", port: int = 5432) -> bool:
+def reachable(host: str = "127.0.0.1", port: int = 5432) -> bool:
     try:
         with socket.create_connection((host, port), timeout=2):
             return True
@@ -38,8 +38,14 @@ def postgres_reachable(host: str = "127.0.0.1", port: int = 5432) -> bool:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    require(postgres_reachable(), "PostgreSQL is not reachable on 127.0.0.1:5432")
+    require(reachable(), "PostgreSQL is not reachable on 127.0.0.1:5432")
     return "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_broker() -> str:
+    require(reachable("127.0.0.1", 5672), "RabbitMQ is not reachable on 127.0.0.1:5672")
+    return "pyamqp://guest:guest@127.0.0.1:5672//"
 
 
 @pytest.fixture

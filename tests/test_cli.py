@@ -75,7 +75,7 @@ def test_errors_are_one_line_that_says_what_to_do(isolated_env, tmp_path):
     bad_setting = runner.invoke(main, ["run"], env={"VISREC_EXECUTOR": "threads"})
     assert bad_setting.exit_code == 1
     assert bad_setting.output.strip() == ("Error: setting VISREC_EXECUTOR is invalid: Input should be "
-                                          "'in_process' or 'multiprocess' (got 'threads')")
+                                          "'in_process', 'multiprocess' or 'celery' (got 'threads')")
     traced = runner.invoke(main, ["--traceback", "data", "import", "folder", "--items", str(tmp_path / "items.csv"),
                                   "--events", str(tmp_path / "events.csv"), "--images", str(tmp_path)])
     assert traced.exception is not None and "required column" in str(traced.exception)   # the real error
