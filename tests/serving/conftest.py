@@ -44,7 +44,8 @@ class Shop:
         if not (self.assets / name).exists():
             shutil.copytree(self.assets / self.base, self.assets / name)
             (self.warehouse / name).mkdir(parents=True, exist_ok=True)
-            shutil.copy(self.warehouse / self.base / "item_index.npz", self.warehouse / name / "item_index.npz")
+            for served in ("item_index.npz", "text_search.npz"):
+                shutil.copy(self.warehouse / self.base / served, self.warehouse / name / served)
         return name
 
     def registry(self, dataset: str) -> Registry:
@@ -118,6 +119,9 @@ def shop(tmp_path_factory) -> Shop:
     tags = [[r.category, r.colour, r.pattern] for r in items.itertuples()]
     index = ExactIndex(items["item_id"], vectors, items["category"], tags, source="visrec_items_demo_test_1")
     index.save(base.warehouse_for().item_index_snapshot)
+    from visrec_pipelines.vision.text_search import TextSearch  # words only: no sentence model to load
+
+    TextSearch(items["item_id"], items["title"], tags).save(base.warehouse_for().text_search_index)
     pd.DataFrame({"item_id": items["item_id"], "encoder_id": encoder.encoder_id}).to_parquet(
         base.warehouse_for().table_path("image_embeddings"))
     shop.index = index

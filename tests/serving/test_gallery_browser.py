@@ -1,6 +1,6 @@
 """The gallery in a real headless browser (Debian's chromium, driven by selenium through
 /usr/bin/chromedriver): choose a user, see history and reasoned recommendations, open an item,
-filter by tag, upload a picture, and keep a screenshot."""
+filter by tag, upload a picture, search by words, and keep a screenshot."""
 import shutil
 import threading
 from pathlib import Path
@@ -84,6 +84,12 @@ def test_gallery_end_to_end(browser, gallery_url, shop, tmp_path):
     wait.until(lambda d: len(cards("search-results")) > 0)
     assert cards("search-results")[0].get_attribute("data-item-id") == red["item_id"]
     assert all_red("search-results")
+
+    # words find the items that carry them (titles and tags), the tag filter still applies
+    browser.find_element(By.ID, "text-input").send_keys("red")
+    browser.find_element(By.ID, "text-go").click()
+    wait.until(lambda d: len(cards("text-results")) > 0)
+    assert all_red("text-results")
 
     # a bad upload is explained, not silently ignored
     junk = tmp_path / "notes.png"

@@ -85,13 +85,17 @@ class ImageSearch:
                     "runtime": self.encoder.runtime}
         return {"state": "failed", "error": self.error} if self.error else {"state": "loading"}
 
-    def vector(self, data: bytes, index_dim: int, index_encoder_id: str | None = None) -> np.ndarray:
-        """Unit vector of an uploaded picture; raises ImageRejected, or RuntimeError if unavailable."""
+    def vector(self, data: bytes, index_dim: int, index_encoder_id: str | None = None, space=None) -> np.ndarray:
+        """Unit vector of an uploaded picture; raises ImageRejected, or RuntimeError if unavailable.
+        ``space`` (``vision.similarity.SimilaritySpace``): the index holds vectors made from image
+        features and what the heads see in them; the picture goes through the same mapping."""
         encoder = self.encoder
         if encoder is None:
             raise RuntimeError("search by image is " + ("disabled (VISREC_SERVING_ENCODER=none)" if not self.enabled
                                                         else f"unavailable: {self.error}" if self.error
                                                         else "still loading its encoder; retry shortly"))
+        if space is not None:
+            return self._mapped(data, encoder, space, index_dim, index_encoder_id)
         if encoder.dim != index_dim:
             raise RuntimeError(f"encoder {encoder.encoder_id} gives {encoder.dim}-d vectors but the item index "
                                f"holds {index_dim}-d ones: serve with the encoder the index was built with")
@@ -100,6 +104,23 @@ class ImageSearch:
                                f"{encoder.encoder_id}: set VISREC_SERVING_ENCODER / VISREC_ENCODER_WEIGHTS to match")
         # one session run at a time: onnxruntime lanes are sized for the cores
         return query_vector(data, encoder, self.limits, encoder_lock=self._lock)
+
+
+    def _mapped(self, data: bytes, encoder: ImageEncoder, space, index_dim: int,
+                index_encoder_id: str | None) -> np.ndarray:
+        from ..vision.product_colour import colour_descriptor
+
+        if index_encoder_id and index_encoder_id != encoder.encoder_id:
+            raise RuntimeError(f"the item index was embedded with {index_encoder_id}, this server has "
+                               f"{encoder.encoder_id}: set VISREC_SERVING_ENCODER / VISREC_ENCODER_WEIGHTS to match")
+        picture, _notes = load_rgb(data, self.limits)
+        with self._lock:
+            features = encoder.encode_in_lane(encoder.preprocessing.to_tensor(picture)[None]).features
+        vector = space.vectors({"image": features, "colour": colour_descriptor(picture)[None]})[0]
+        if len(vector) != index_dim:
+            raise RuntimeError(f"the similarity space gives {len(vector)}-d vectors but the item index holds "
+                               f"{index_dim}-d ones: rebuild the item index")
+        return vector
 
 
 __all__ = ["ImageSearch", "ImageRejected", "STATUS_FOR_REASON", "query_vector"]

@@ -63,8 +63,13 @@ class ServingState:
 
     def __init__(self, settings: Settings, champion: Champion | None, index: IndexSnapshot | None,
                  catalogue: ItemCatalogue, rows: RowMaps, histories: dict[str, np.ndarray],
-                 index_encoder_id: str | None, problems: tuple[str, ...] = ()):
+                 index_encoder_id: str | None, problems: tuple[str, ...] = (), text_search=None,
+                 space=None):
         self.settings, self.champion, self.index = settings, champion, index
+        self.text_search = text_search        # vision.text_search.TextSearch, or None: no /search/text
+        self.space = space                    # vision.similarity.SimilaritySpace of the index's vectors
+        self._text_rows = None if text_search is None else \
+            np.asarray([catalogue.row.get(i, -1) for i in text_search.item_ids.tolist()], dtype=np.intp)
         self.similar = index.similar if index is not None else None
         self.catalogue, self.dataset, self.rows = catalogue, catalogue.dataset, rows
         self.histories = histories            # user id -> catalogue rows, most recent first
@@ -307,6 +312,24 @@ class ServingState:
         items = [{**cat.card(r), "score": s, "reason": f"looks like your picture ({s:.2f})"}
                  for r, s in zip(self.rows.index_to_cat[found].tolist(), scores.tolist()) if r >= 0]
         return {"index_version": similar.version, "tags": tags, "k": k, "items": items}
+
+    def search_text(self, query: str, k: int, tags: list[str]) -> dict:
+        """Items whose title, description or tags match the query, best first (showable ones only)."""
+        if self.text_search is None:
+            raise NotReady("no text search index is loaded yet (the text_search_index asset writes it)")
+        scores = self.text_search.scores(query)
+        rows = self._text_rows
+        keep = rows >= 0
+        keep[keep] = self.rows.showable[rows[keep]]
+        allowed = self.catalogue.rows_with_tags(tags)
+        if allowed is not None:
+            keep[keep] = np.isin(rows[keep], allowed, assume_unique=True)
+        candidates = np.flatnonzero(keep)
+        best = candidates[fast_top_k(scores[candidates], k)] if len(candidates) else candidates
+        best = best[scores[best] > 0]   # nothing in common with the query: not a match
+        items = [{**self.catalogue.card(r), "score": float(scores[b]), "reason": f"matches \"{query}\""}
+                 for b, r in zip(best.tolist(), rows[best].tolist())]
+        return {"query": query, "tags": tags, "k": k, "items": items}
 
     def _index_filter(self, tags: list[str]):
         """(mask over index rows, sorted rows) the catalogue lists and carrying every tag, or

@@ -225,7 +225,47 @@ def read_state(settings: Settings, champion: Champion | None, index: IndexSnapsh
     problems: list[str] = []
     histories = read_histories(warehouse, catalogue, champion, rows, problems)
     return ServingState(settings, champion, index, catalogue, rows, histories,
-                        read_index_encoder_id(warehouse, problems), tuple(problems))
+                        read_index_encoder_id(warehouse, problems), tuple(problems),
+                        read_text_search(warehouse, problems), read_similarity_space(warehouse, similar, problems))
+
+
+def read_text_search(warehouse: Warehouse, problems: list[str]):
+    """What GET /search/text searches (text_search_index asset), with the sentence model when the
+    index has text vectors; words only if that model cannot load; None before the first build."""
+    path = warehouse.text_search_index
+    if not path.is_file():
+        return None
+    from ..vision.text_search import TextSearch  # imported only when there is one (sklearn)
+
+    encoder = None
+    try:
+        if "text_vectors" in np.load(path, allow_pickle=False).files:
+            from ..vision.text_embeddings import shared_text_encoder
+
+            encoder = shared_text_encoder()
+    except Exception as exc:
+        problems.append(f"the sentence model cannot load ({type(exc).__name__}: {exc}); text search by words only")
+    try:
+        return TextSearch.load(path, encoder)
+    except Exception as exc:
+        problems.append(f"{path.name} cannot be read ({type(exc).__name__}: {exc}); no text search")
+        return None
+
+
+def read_similarity_space(warehouse: Warehouse, similar: SimilarItems | None, problems: list[str]):
+    """How the index's vectors were made (item_index writes it beside the snapshot): search by image
+    maps a picture through it. None when the index holds plain image vectors."""
+    path = warehouse.similarity_space
+    if similar is None or not path.is_file():
+        return None
+    from ..vision.similarity import SimilaritySpace  # imported only when there is one (torch)
+
+    try:
+        return SimilaritySpace.load(path)
+    except Exception as exc:
+        problems.append(f"{path.name} cannot be read ({type(exc).__name__}: {exc}); search by image "
+                        "works only if the index holds plain image vectors")
+        return None
 
 
 def read_histories(warehouse: Warehouse, catalogue: ItemCatalogue, champion: Champion | None,

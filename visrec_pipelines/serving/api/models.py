@@ -66,6 +66,13 @@ class ImageSearchOut(BaseModel):
     items: list[ScoredItem]
 
 
+class TextSearchOut(BaseModel):
+    query: str
+    tags: list[str]
+    k: int
+    items: list[ScoredItem]
+
+
 class FeedbackEvent(BaseModel):
     """One feedback event. Types are checked here; the contract's rules (known item, event type,
     rating range, timestamp not in the future) are checked next, each with a clear message."""

@@ -186,6 +186,9 @@ KQuery, TagsQuery = K.annotated, TAGS.annotated
 UserIdPath, ItemIdPath = USER_ID.annotated, ITEM_ID.annotated
 UsersLimitQuery, HistoryLimitQuery = USERS_LIMIT.annotated, HISTORY_LIMIT.annotated
 ThumbnailSizeQuery = THUMBNAIL_SIZE.annotated
+MAX_QUERY_TEXT = 200
+TextQuery = Annotated[str, Query(min_length=1, max_length=MAX_QUERY_TEXT, pattern=r"\S",
+                                 description="what to look for, in words (\"red summer dress\")")]
 
 
 class HotParameters:

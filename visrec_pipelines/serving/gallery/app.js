@@ -127,12 +127,28 @@ async function searchUpload(file) {
   }
 }
 
+async function searchText(query) {
+  if (!query) return;
+  view.lastText = query;
+  try {
+    const result = await getJson(`/search/text?q=${encodeURIComponent(query)}&k=12${tagQuery()}`);
+    say("");
+    $("text-query").textContent = result.query;
+    fill("text-results", result.items);
+    $("text-section").hidden = false;
+    $("text-section").scrollIntoView({ behavior: "smooth", block: "start" });
+  } catch (error) {
+    say("Words not searched: " + error.message, true);
+  }
+}
+
 function setTag(tag) {
   view.tag = tag;
   $("tag-select").value = tag;
   if (view.user) showUser(view.user);
   if (view.item) showSimilar(view.item.id, view.item.title);
   if (view.lastUpload) searchUpload(view.lastUpload);
+  if (view.lastText) searchText(view.lastText);
 }
 
 async function start() {
@@ -165,4 +181,8 @@ $("user-input").addEventListener("keydown", (event) => {
 });
 $("tag-select").addEventListener("change", (event) => setTag(event.target.value));
 $("upload-input").addEventListener("change", (event) => searchUpload(event.target.files[0]));
+$("text-go").addEventListener("click", () => searchText($("text-input").value.trim()));
+$("text-input").addEventListener("keydown", (event) => {
+  if (event.key === "Enter") searchText(event.target.value.trim());
+});
 start();

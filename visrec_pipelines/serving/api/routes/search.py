@@ -1,4 +1,5 @@
-"""Search by image: upload a picture, get the catalogue items that look like it."""
+"""Search by image (upload a picture, get the items that look like it) and by text (words, get the
+items whose titles, descriptions and tags match them)."""
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, File, HTTPException, UploadFile
@@ -8,8 +9,8 @@ from ...image_search import STATUS_FOR_REASON, ImageRejected
 from ...queries import NotReady
 from ..deps import ImagesDep, SettingsDep, StateDep
 from ..errors import BODY, documented
-from ..models import ImageSearchOut, UploadProblem
-from ..params import K, KQuery, TagsQuery
+from ..models import ImageSearchOut, TextSearchOut, UploadProblem
+from ..params import K, KQuery, TagsQuery, TextQuery
 from ..responses import fast_json
 
 router = APIRouter(tags=["recommend"])
@@ -31,13 +32,19 @@ def search_image(file: Annotated[UploadFile, File(description="JPEG, PNG, GIF, W
         raise HTTPException(415, f"upload type {declared!r} is not an image")
     data = file.file.read(settings.max_upload_bytes + 1)
     try:
-        vector = images.vector(data, state.similar.index.dim, state.index_encoder_id)
+        vector = images.vector(data, state.similar.index.dim, state.index_encoder_id, state.space)
     except ImageRejected as rejected:
         raise HTTPException(STATUS_FOR_REASON.get(rejected.reason, 422),
                             f"image rejected ({rejected.reason}): {rejected.detail}") from None
     except RuntimeError as unavailable:
         raise NotReady(str(unavailable)) from None
     return fast_json(state.search_vector(vector, k, tags))
+
+
+@router.get("/search/text", response_model=TextSearchOut, responses=documented(422, 503),
+            summary="Items whose titles, descriptions and tags match the words (by meaning and by word)")
+def search_text(q: TextQuery, state: StateDep, tags: TagsQuery, k: KQuery = K.default):
+    return fast_json(state.search_text(q, k, tags))
 
 
 def describe_limits(app: FastAPI, settings: Settings) -> None:
