@@ -37,3 +37,22 @@ def test_ease_within_max_items_is_unchanged():
     data = random_shop()
     full = EASE(l2=20.0).fit(data)
     assert len(full.warm) == full.warm_items_seen == len(np.unique(data.items))
+
+
+def test_evaluation_of_a_large_shop_averages_over_a_fixed_sample_of_users():
+    from types import SimpleNamespace
+
+    from visrec_pipelines.recsys.metrics import evaluate
+    from visrec_pipelines.recsys.models.mostpop import MostPop
+
+    train, test = random_shop(seed=1), random_shop(seed=2)
+    split = SimpleNamespace(train=train, test=test)
+    model = MostPop().fit(train)
+    everyone = evaluate(model, split, with_auc=False, per_user=True, max_users=None)
+    sampled = evaluate(model, split, with_auc=False, per_user=True, max_users=100)
+    again = evaluate(model, split, with_auc=False, per_user=True, max_users=100)
+    assert everyone["users"] > 100 and sampled["users"] == 100
+    assert sampled["per_user"].index.equals(again["per_user"].index)            # the same users every time
+    assert set(sampled["per_user"].index) <= set(everyone["per_user"].index)
+    per_user = everyone["per_user"].loc[sampled["per_user"].index, "ndcg@20"]
+    np.testing.assert_allclose(sampled["ndcg@20"], per_user.mean())             # their own metrics, averaged
