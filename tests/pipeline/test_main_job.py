@@ -2,6 +2,7 @@
 evaluation and the promotion gate."""
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from dagster import AssetKey
@@ -70,6 +71,36 @@ def test_every_ranker_is_evaluated_and_the_best_becomes_champion(shop):
     assert "Promotion gate" in champion.description
     ndcg = table.set_index("ranker")["ndcg@20"]
     assert max(ndcg["vbpr"], ndcg["visual_knn"]) > ndcg["bpr"]   # shoppers here follow visual taste
+
+
+def test_content_heads_similar_items_text_search_and_fine_tune_run_in_the_main_job(shop):
+    from visrec_pipelines.serving.image_search import ImageSearch
+    from visrec_pipelines.vision.images import ImageLimits
+    from visrec_pipelines.vision.similarity import SimilaritySpace
+    from visrec_pipelines.vision.text_search import TextSearch
+
+    root, ds, settings = shop
+    warehouse = settings.warehouse_for()
+    assert latest(settings, "text_embeddings")["model_id"].startswith("text-all-MiniLM-L6-v2:")
+    assert "colour:136" in latest(settings, "tag_heads")["feature_blocks"]
+    index = latest(settings, "item_index")
+    snapshot = ExactIndex.load(warehouse.item_index_snapshot)
+    assert index["dim"] == snapshot.vectors.shape[1] > 1280      # image + label beliefs (+ text, colour)
+    # search by image maps a catalogue picture into the index's space: it finds itself
+    items = ds.read_items()
+    space = SimilaritySpace.load(warehouse.similarity_space)
+    search = ImageSearch(settings.encoder, settings.encoder_weights, ImageLimits(), str(settings.cache_dir))
+    search.start()
+    assert search.wait(120)
+    picture = (ds.root / items["image_path"].iloc[5]).read_bytes()
+    vector = search.vector(picture, snapshot.dim, None, space)
+    assert snapshot.item_ids[int(np.argmax(snapshot.vectors @ vector))] == items["item_id"].iloc[5]
+    # words find items through titles and tags
+    found = TextSearch.load(warehouse.text_search_index).search("red", k=5)
+    red = set(items.loc[items["colour"] == "red", "item_id"])
+    assert found and {i for i, _ in found} <= red
+    tuned = latest(settings, "fine_tuned_encoder")
+    assert tuned["message"] and tuned["mlflow_run_id"] != "none"
 
 
 def test_incremental_embedding(shop):
