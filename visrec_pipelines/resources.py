@@ -6,13 +6,13 @@ test swaps resources (``build_definitions(Settings(root=tmp))``) instead of patc
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
 
+from . import mapped_pickle
 from .atomic import write_atomically
 from .data.contract import Dataset
 from .registry import Registry
@@ -69,7 +69,8 @@ class RegistryResource(ConfigurableResource):
 
 class WarehouseIOManager(ConfigurableIOManager):
     """Asset values under ``<warehouse_dir>/<dataset>/`` (the dataset is the partition): DataFrames
-    as Parquet (readable by serving and notebooks without Dagster), anything else as a pickle."""
+    as Parquet (readable by serving and notebooks without Dagster), anything else as a pickle whose
+    arrays are memory-mapped on load (``mapped_pickle``: a large split is not copied into every step)."""
 
     warehouse_dir: str
 
@@ -82,7 +83,7 @@ class WarehouseIOManager(ConfigurableIOManager):
         if isinstance(obj, pd.DataFrame):
             write_atomically(path, lambda f: obj.to_parquet(f, index=False))
         else:
-            write_atomically(path, pickle.dumps(obj))   # readers never see a half-written value
+            write_atomically(path, lambda f: mapped_pickle.dump(obj, f))   # readers never see half a value
         context.add_output_metadata({"path": str(path)})
 
     def load_input(self, context: InputContext):
@@ -90,7 +91,7 @@ class WarehouseIOManager(ConfigurableIOManager):
         path = stem.with_suffix(".parquet")
         path = path if path.exists() else stem.with_suffix(".pkl")
         try:
-            return pd.read_parquet(path) if path.suffix == ".parquet" else pickle.loads(path.read_bytes())
+            return pd.read_parquet(path) if path.suffix == ".parquet" else mapped_pickle.load(path)
         except Exception as problem:     # a damaged value: say which and how to rebuild it
             raise DamagedWarehouseFile(path, context.asset_key.to_user_string(), problem) from problem
 
