@@ -45,7 +45,8 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 class ExactIndex:
     def __init__(self, item_ids: Sequence[str], vectors, categories: Sequence[str] | None = None,
-                 tags: Sequence[Iterable[str]] | None = None, source: str = ""):
+                 tags: Sequence[Iterable[str]] | None = None, source: str = "",
+                 neighbours: tuple[np.ndarray, np.ndarray] | None = None):
         self.item_ids = np.asarray([str(i) for i in item_ids], dtype=str)
         self.vectors = unit_rows(vectors)
         n = len(self.item_ids)
@@ -56,6 +57,8 @@ class ExactIndex:
         if len(self.categories) != n or len(self.tags) != n:
             raise ValueError("item_ids, vectors, categories and tags must have the same length")
         self.source = source  # e.g. the Milvus collection this snapshot was taken from
+        # (rows, scores) of each item's precomputed top neighbours (index.neighbours), or None
+        self.neighbours = neighbours if neighbours is None or len(neighbours[0]) == n else None
         self._row = {item_id: row for row, item_id in enumerate(self.item_ids)}
         if len(self._row) != n:
             raise ValueError("item ids must be unique")
@@ -137,9 +140,11 @@ class ExactIndex:
     def save(self, path: str | Path) -> Path:
         tags = np.asarray([_TAG_JOIN.join(t) for t in self.tags], dtype=str)
         # a server polling this file sees the old or the new snapshot, never a half-written one
+        table = {} if self.neighbours is None else {"neighbour_rows": self.neighbours[0],
+                                                     "neighbour_scores": self.neighbours[1]}
         return write_atomically(path, lambda f: np.savez(
             f, item_ids=self.item_ids, vectors=self.vectors, categories=self.categories, tags=tags,
-            source=np.asarray(self.source)))
+            source=np.asarray(self.source), **table))
 
     @classmethod
     def load(cls, path: str | Path) -> ExactIndex:
@@ -149,7 +154,8 @@ class ExactIndex:
             tags = ([t.split(_TAG_JOIN) if t else [] for t in data["tags"].tolist()]
                     if "tags" in data else [[] for _ in range(n)])
             source = str(data["source"]) if "source" in data else str(path)
-            return cls(data["item_ids"], data["vectors"], categories, tags, source=source)
+            table = ((data["neighbour_rows"], data["neighbour_scores"]) if "neighbour_rows" in data else None)
+            return cls(data["item_ids"], data["vectors"], categories, tags, source=source, neighbours=table)
 
     @classmethod
     def from_milvus(cls, milvus_index, batch_size: int | None = None) -> ExactIndex:

@@ -2,8 +2,10 @@
 
 One exact query scans the whole matrix: 2.7 ms at 10k x 1280 on this machine, memory-bound, which
 at concurrency 32 on one serving core queues to ~90 ms. "Similar to item X" only ever asks about
-catalogue items, so the top ``neighbours`` of every item are computed once per index version
-(blocked matrix products, ~4 s per 10k items, on the loader thread) and a request is a row lookup.
+catalogue items, so the top neighbours of every item are known per index version and a request is a
+row lookup: a large catalogue's table comes with its snapshot (``index.neighbours``, built by the
+``item_index`` asset); a smaller one is computed here (blocked matrix products, ~4 s per 10k items,
+on the loader thread).
 A tag filter keeps the table's neighbours that carry the tags; that is exactly the filtered top k
 as long as at least k of them pass (anything outside the table scores lower than all of them), and
 otherwise the query falls back to the exact filtered scan, which only scores the filter's rows.
@@ -11,23 +13,23 @@ otherwise the query falls back to the exact filtered scan, which only scores the
 import numpy as np
 
 from ..index.exact import ExactIndex, top_k
-
-BLOCK = 512
+from ..index.neighbours import EXACT_MAX_ITEMS, TABLE_BUDGET_BYTES, exact_table, table_size
 
 
 class SimilarItems:
-    def __init__(self, index: ExactIndex, neighbours: int = 400, table_max_items: int = 30_000,
-                 table_budget_bytes: int = 64 * 2**20):
+    def __init__(self, index: ExactIndex, neighbours: int = 400, table_max_items: int = EXACT_MAX_ITEMS,
+                 table_budget_bytes: int = TABLE_BUDGET_BYTES):
         self.index = index
         self.version = index.source or "unknown"
         n = len(index)
-        # more neighbours per item = fewer filtered queries falling back to a scan (a random tag
-        # on a 10k synthetic catalogue: 88% with 100, 52% with 200, 16% with 400), within a budget
-        fits = table_budget_bytes // (8 * max(n, 1))
-        self.table_size = min(neighbours, max(n - 1, 0), max(fits, 100))
+        self.table_size = table_size(n, neighbours, table_budget_bytes)
         self.neighbour_rows = self.neighbour_scores = None
-        if 0 < n <= table_max_items and self.table_size > 0:
-            self.neighbour_rows, self.neighbour_scores = _neighbour_table(index.vectors, self.table_size)
+        if index.neighbours is not None:          # stored with the snapshot
+            rows, scores = index.neighbours
+            self.table_size = min(self.table_size, rows.shape[1])
+            self.neighbour_rows, self.neighbour_scores = rows[:, :self.table_size], scores[:, :self.table_size]
+        elif 0 < n <= table_max_items and self.table_size > 0:
+            self.neighbour_rows, self.neighbour_scores = exact_table(index.vectors, self.table_size)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -39,9 +41,9 @@ class SimilarItems:
         ``allowed``: boolean mask over index rows (a filter), with ``allowed_rows`` its sorted rows."""
         if self.neighbour_rows is not None and k <= self.table_size:
             rows, scores = self.neighbour_rows[index_row], self.neighbour_scores[index_row]
-            if allowed is None:
+            if allowed is None and rows[k - 1] >= 0:      # an approximate row may end early (-1)
                 return rows[:k], scores[:k]
-            keep = allowed[rows]
+            keep = (rows >= 0) & (allowed[rows] if allowed is not None else True)
             if keep.sum() >= k:
                 return rows[keep][:k], scores[keep][:k]
         return self._scan(self.index.vectors[index_row], k, allowed_rows, exclude=index_row)
@@ -84,16 +86,3 @@ def fast_top_k(scores: np.ndarray, k: int) -> np.ndarray:
     if len(candidates) < k:   # only if the sample held NaN: take the slow, sure way
         return top_k(scores, k)
     return candidates[top_k(scores[candidates], k)]
-
-
-def _neighbour_table(vectors: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    n = len(vectors)
-    rows = np.empty((n, m), dtype=np.int32)
-    scores = np.empty((n, m), dtype=np.float32)
-    for start in range(0, n, BLOCK):
-        block = vectors[start:start + BLOCK] @ vectors.T
-        block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf  # not itself
-        best = top_k(block, m)
-        rows[start:start + len(block)] = best
-        scores[start:start + len(block)] = np.take_along_axis(block, best, axis=1)
-    return rows, scores
