@@ -26,6 +26,11 @@ def table_size(n_items: int, neighbours: int = NEIGHBOURS, budget_bytes: int = T
     return min(neighbours, max(n_items - 1, 0), max(fits, 100))
 
 
+def table_for_snapshot(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The table a snapshot carries: only for catalogues too large for serving to compute at start."""
+    return neighbour_table(vectors, table_size(len(vectors))) if len(vectors) > EXACT_MAX_ITEMS else None
+
+
 def neighbour_table(vectors: np.ndarray, m: int, exact_max_items: int = EXACT_MAX_ITEMS,
                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(rows (n, m) int32, scores (n, m) float32) of each unit row's m best others by inner
