@@ -95,6 +95,35 @@ class ItemContentRows:
         return out
 
 
+class UserProfiles:
+    """Each user's mean content over their train positives: the image part dense (users × image
+    dim), the attribute part sparse, so a shop with a large title vocabulary and many users never
+    holds a dense users × attributes matrix. ``project`` is ``profile_u · Aᵀ`` for some users."""
+
+    def __init__(self, rows: ItemContentRows, seen: sp.csr_matrix):
+        counts = np.maximum(np.diff(seen.indptr), 1).astype(np.float32)
+        mean = sp.diags(1.0 / counts)
+        self.image_dim = 0 if rows.image is None else rows.image.shape[1]
+        self.image = None if rows.image is None else torch.from_numpy(
+            np.asarray(mean @ (seen @ rows.image.numpy()), dtype=np.float32))
+        self.attributes = None if rows.attributes is None else sp.csr_matrix(mean @ (seen @ rows.attributes),
+                                                                            dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.image) if self.image is not None else self.attributes.shape[0]
+
+    def project(self, linear: nn.Linear, users: torch.Tensor) -> torch.Tensor:
+        out = 0
+        if self.image is not None:
+            out = self.image[users] @ linear.weight[:, :self.image_dim].T
+        if self.attributes is not None:
+            part = self.attributes[users.numpy()].tocoo()
+            where = torch.from_numpy(np.vstack([part.row, part.col]).astype(np.int64))
+            sparse = torch.sparse_coo_tensor(where, torch.from_numpy(part.data), part.shape, check_invariants=False)
+            out = out + torch.sparse.mm(sparse, linear.weight[:, self.image_dim:].T)
+        return out
+
+
 @register(order=90)
 class VisualContentRanker(IterativeRanker):
     name = "visual_content"
@@ -121,23 +150,12 @@ class VisualContentRanker(IterativeRanker):
                              "split.with_item_features() / split.with_item_content()")
         return ItemContentRows(image, attributes)
 
-    @staticmethod
-    def profiles(rows: ItemContentRows, seen: sp.csr_matrix) -> torch.Tensor:
-        """(n_users, image_dim + n_attributes) mean content of each user's train positives."""
-        parts = []
-        if rows.image is not None:
-            parts.append(np.asarray(seen @ rows.image.numpy()))
-        if rows.attributes is not None:
-            parts.append((seen @ rows.attributes).toarray())
-        counts = np.maximum(np.diff(seen.indptr), 1)[:, None]
-        return torch.from_numpy((np.concatenate(parts, axis=1) / counts).astype(np.float32))
-
     def begin(self, data: TrainData, epochs: int, rng: np.random.Generator) -> SimpleNamespace:
         """The members start side by side, each from its own seed (``seed + m``, torch and numpy),
         and train in lockstep: one epoch trains each once, early stopping looks at the ensemble."""
         self.seen = seen = data.matrix()
         content = self.content(data)
-        profiles = self.profiles(content, seen)
+        profiles = UserProfiles(content, seen)
         self.available = (np.full(data.n_items, np.nan) if data.item_available is None
                           else np.asarray(data.item_available, dtype=float))
         self.user_time = self._user_time(data)
@@ -167,7 +185,7 @@ class VisualContentRanker(IterativeRanker):
         self._freeze(run.nets, run.content, run.profiles)
 
     def _epoch(self, net: ContentNet, opt, sampler: TripleSampler, content: ItemContentRows,
-               profiles: torch.Tensor) -> None:
+               profiles: UserProfiles) -> None:
         users, positives, negatives = sampler.epoch()
         time = self.user_time[users]
         ages = (torch.from_numpy(age_buckets(time, self.available[positives])),
@@ -179,7 +197,7 @@ class VisualContentRanker(IterativeRanker):
             projected = content.project(net, distinct)[where]                 # (2b, k + 1)
             vectors, bias = projected[:, :-1], projected[:, -1]
             known, at = torch.unique(u, return_inverse=True)                    # A·profile per user once
-            user_vecs = net.user(u) + net.profile(profiles[known])[at]
+            user_vecs = net.user(u) + profiles.project(net.profile, known)[at]
             user_age = net.user_age(u)
             half = len(u)
             s_i, s_j = ((user_vecs * vectors[part]).sum(1) + bias[part] + net.age[bucket[batch]]
@@ -200,15 +218,16 @@ class VisualContentRanker(IterativeRanker):
         return np.where(np.isfinite(latest), latest, fallback)
 
     @torch.no_grad()
-    def _freeze(self, nets: list[ContentNet], content: ItemContentRows, profiles: torch.Tensor) -> None:
+    def _freeze(self, nets: list[ContentNet], content: ItemContentRows, profiles: UserProfiles) -> None:
         """Keep only what scoring needs, per member: user and item tables, item bias, age weights."""
         items = torch.arange(len(self.available))
         projected = [content.project(net, items) for net in nets]
         # members side by side along the factor axis: one matrix product scores the mean of them all
         self.item_table = np.concatenate([p[:, :-1].numpy() for p in projected], axis=1)
         self.item_bias = np.stack([p[:, -1].numpy() for p in projected]).mean(0)
-        self.user_table = np.concatenate([(net.user.weight + net.profile(profiles)).numpy() for net in nets],
-                                         axis=1) / len(nets)
+        everyone = torch.arange(len(profiles))
+        self.user_table = np.concatenate([(net.user.weight + profiles.project(net.profile, everyone)).numpy()
+                                          for net in nets], axis=1) / len(nets)
         self.age_weights = np.stack([(net.user_age.weight + net.age[None, :]).numpy() for net in nets]).mean(0)
 
     def score(self, users: np.ndarray) -> np.ndarray:
