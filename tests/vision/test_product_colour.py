@@ -36,3 +36,22 @@ def test_a_head_learns_the_shops_colour_words_from_pixels():
     items = pd.DataFrame({"item_id": [f"i{k}" for k in range(240)], "colour": labels})
     head = train_head({"colour": np.stack(rows)}, items, LabelGroup("colour", False, ()))
     assert head.metrics["accuracy"] > 0.9          # "Off White" on a white backdrop included
+
+
+def test_colour_store_describes_only_new_or_changed_images(tmp_path):
+    from visrec_pipelines.vision.product_colour import (
+        aligned_descriptors,
+        open_colour_store,
+        update_colour_descriptors,
+    )
+
+    for name, fill in (("a", (190, 30, 40)), ("b", (30, 60, 200))):
+        product(fill).save(tmp_path / f"{name}.png")
+    catalogue = pd.DataFrame({"item_id": ["a", "b"], "sha256": ["1", "2"], "image_path": ["a.png", "b.png"]})
+    store = open_colour_store(tmp_path / "stores")
+    resolve = lambda p: str(tmp_path / p)   # noqa: E731
+    assert update_colour_descriptors(store, catalogue, resolve) == (2, 0, 0)
+    changed = catalogue.iloc[[1]].assign(sha256="3")             # a removed, b has a new picture
+    assert update_colour_descriptors(store, changed, resolve) == (1, 0, 1)
+    rows = aligned_descriptors(store, ["a", "b"])
+    assert not rows[0].any() and rows[1].any()                   # a gone: no colour evidence

@@ -59,3 +59,18 @@ def test_space_round_trips_and_serves_a_query_image_without_text():
                                space.vectors({"image": image[:4], "text": text[:4]}), atol=1e-5)
     query = restored.vectors({"image": image[:1]})                    # a photo: no text
     assert query.shape[1] == space.vectors({"image": image[:1], "text": text[:1]}).shape[1]
+
+
+def test_the_index_is_rebuilt_only_when_the_space_changes(tmp_path):
+    from visrec_pipelines.vision.similarity import index_needs_rebuild
+
+    items, image = planted(n=200)
+    heads, _ = train_heads({"image": image}, items)
+    space = fit_similarity_space({"image": image}, items, heads)
+    path = tmp_path / "space.npz"
+    assert index_needs_rebuild(path, space)                      # none written yet
+    space.save(path)
+    again = fit_similarity_space({"image": image}, items, train_heads({"image": image}, items)[0])
+    assert not index_needs_rebuild(path, again)                  # same data, same space: in place
+    other, _ = train_heads({"image": image[::-1].copy()}, items)
+    assert index_needs_rebuild(path, fit_similarity_space({"image": image[::-1].copy()}, items, other))
