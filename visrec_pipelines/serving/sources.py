@@ -74,22 +74,30 @@ class IndexSource:
 
         return open_item_index(self.warehouse, uri=self.settings.milvus_uri, token=self.settings.milvus_token)
 
-    def _snapshot_stat(self):
-        path = self.warehouse.item_index_snapshot
+    def _snapshot_stat(self, path: Path | None = None):
+        path = path or self.warehouse.item_index_snapshot
         if not path.is_file():
             return None
         stat = path.stat()
         return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
+    def _companions(self) -> tuple:
+        """The files a state reads beside the index, written by other steps or after the snapshot
+        (the similarity space right after it, text_search.npz by its own asset): when either
+        changes, the state is built again, so it never keeps a stale one."""
+        return tuple(self._snapshot_stat(p) for p in (self.warehouse.similarity_space,
+                                                      self.warehouse.text_search_index))
+
     def signature(self):
         """What identifies the version on offer (None: there is none)."""
         if self.settings.index_source == "snapshot":
-            return self._snapshot_stat()
+            snapshot = self._snapshot_stat()
+            return None if snapshot is None else (snapshot, self._companions())
         with self._milvus() as milvus:   # open only for the check: milvus-lite allows one process
             collection = milvus.current_collection()
         # item_index updates small changes in place (same collection) and rewrites the snapshot
         # right after, so where the warehouse is visible the snapshot's stat tells those apart
-        return None if collection is None else (collection, self._snapshot_stat())
+        return None if collection is None else (collection, self._snapshot_stat(), self._companions())
 
     def load(self) -> tuple[ExactIndex, str]:
         """(the index, where it came from)."""
