@@ -186,15 +186,32 @@ def run_peer(name: str, factory, grid: list[dict], split: Split) -> tuple[Ranker
 
 # --- running --------------------------------------------------------------------------------------
 
-def row_of(model: Ranker, split: Split, seconds: float) -> dict:
-    metrics = evaluate(model, split)
+def row_of(model: Ranker, split: Split, seconds: float, users: dict, name: str) -> dict:
+    """The metric row; the per-user scores go to ``users[name]`` (for the gate's paired test)."""
+    metrics = evaluate(model, split, per_user=True)
+    users[name] = metrics
     return {**{c: float(metrics[c]) for c in COLUMNS}, "train_s": round(seconds, 2)}
+
+
+def gate_of(best: str, users: dict, against: str) -> dict:
+    """The promotion gate's decision (significance level and all) for ``best`` challenging ``against``."""
+    from visrec_pipelines.promotion import decide
+
+    decision = decide(users[best], users[against])
+    overall = decision.segments.iloc[0]
+    print(f"gate {best} vs {against}: {decision.summary()}")
+    print(decision.segments.round(4).to_string(index=False))
+    return {"against": against, "promote": bool(decision.promote), "ndcg_gain": clean(overall["delta"]),
+            "ci": [clean(overall["low"]), clean(overall["high"])], "p_value": clean(overall["p_value"]),
+            "segments": {row["segment"]: {"metric": row["metric"], "delta": clean(row["delta"]),
+                                          "ci": [clean(row["low"]), clean(row["high"])]}
+                         for _, row in decision.segments.iterrows()}}
 
 
 def run_dataset(name: str, names: list[str], wanted) -> dict:
     split, encoder_id = load_split(name)
     print(f"\n=== {name}\nprotocol {split.protocol}\nsplit {split.report}\nimage features {encoder_id}", flush=True)
-    results, params, importance = {}, {}, {}
+    results, params, importance, users = {}, {}, {}, {}
     for ranker in names:
         if not wanted(ranker):
             continue
@@ -203,7 +220,7 @@ def run_dataset(name: str, names: list[str], wanted) -> dict:
             print(f"{ranker}: skipped ({'; '.join(cls.missing_inputs(split.train))})", flush=True)
             continue
         trained = zoo.train(ranker, split, seed=SEED)
-        results[ranker] = row_of(trained.ranker, split, trained.train_seconds)
+        results[ranker] = row_of(trained.ranker, split, trained.train_seconds, users, ranker)
         params[ranker] = trained.params
         if hasattr(trained.ranker, "signal_importance"):
             importance[ranker] = trained.ranker.signal_importance()
@@ -211,17 +228,17 @@ def run_dataset(name: str, names: list[str], wanted) -> dict:
     for peer, (factory, grid) in cornac_peers().items():
         if wanted(peer) and (peer != "cornac_vbpr" or split.train.item_features is not None):
             model, setting, seconds = run_peer(peer, factory, grid, split)
-            results[peer], params[peer] = row_of(model, split, seconds), setting
+            results[peer], params[peer] = row_of(model, split, seconds, users, peer), setting
             print(f"{peer}: {results[peer]} {setting}", flush=True)
     zoo_seconds = sum(results[n]["train_s"] for n in zoo.names() if n in results)
     print_table(name, results, params)
     for ranker, shares in importance.items():
         print(f"{ranker} leaned on (share of LightGBM gain by signal group): {shares}")
     print(f"default zoo trained in {zoo_seconds:.1f} s ({', '.join(n for n in zoo.names() if n in results)})")
-    return summarise(name, results, params, importance, zoo_seconds, split)
+    return summarise(name, results, params, importance, zoo_seconds, split, users)
 
 
-def summarise(name, results, params, importance, zoo_seconds, split) -> dict:
+def summarise(name, results, params, importance, zoo_seconds, split, users) -> dict:
     peers = {n: r for n, r in results.items() if n.startswith("cornac_") or n == VISUAL_PEER}
     ours = {n: r for n, r in results.items() if n not in peers}
     best = max(ours, key=lambda n: ours[n]["ndcg@20"]) if ours else None
@@ -241,6 +258,9 @@ def summarise(name, results, params, importance, zoo_seconds, split) -> dict:
     if "zoo_train_s" in goals:
         checks[f"zoo_train_s<={goals['zoo_train_s']:.0f}"] = zoo_seconds <= goals["zoo_train_s"]
     out["targets"] = checks
+    # the main job's gate (significance over users, segments) on this split: the best of ours
+    # challenging the strongest peer and EASE (the champion before two_stage)
+    out["gate"] = [gate_of(best, users, other) for other in (peer, "ease") if best and other in users and other != best]
     return out
 
 
