@@ -363,7 +363,8 @@ def main() -> None:
         results[name] = run(name, loaders[name], fine_tune=name == "fashion" and not args.no_fine_tune,
                             growth_curve=name == "fashion")
         print(f"{name} done after {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    print_table(results)
+        print_table({name: results[name]})   # as each catalogue finishes: a long run shows progress
+        sys.stdout.flush()
     print(json.dumps({**summary(results), "targets": TARGETS, "datasets": results,
                       "seconds": round(time.perf_counter() - started, 1)}, default=float))
 
