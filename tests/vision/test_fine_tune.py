@@ -46,3 +46,16 @@ def test_fine_tuned_encoder_gets_its_own_id_graph_and_mlflow_run(tiny_shop, tmp_
     assert run.data.tags["kept"] == "True" and "seconds" in run.data.metrics
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
     assert {"weights", "onnx", "validation.md"} <= artifacts
+
+
+def test_a_large_catalogue_fine_tunes_on_a_bounded_sample(tiny_shop, tmp_path, monkeypatch):
+    from visrec_pipelines.vision import fine_tune
+
+    seen = []
+    trunk = fine_tune._trunk_activations
+    monkeypatch.setattr(fine_tune, "_trunk_activations", lambda net, upto, paths, *a, **k:
+                        seen.append(list(paths)) or trunk(net, upto, paths, *a, **k))
+    result = fine_tune_encoder(tiny_shop["image_path"].tolist(), tiny_shop, tmp_path, epochs=1, trainable_blocks=1,
+                               max_items=10)
+    assert len(seen) == 1 and len(seen[0]) == 10 and len(set(seen[0])) == 10     # the trunk saw 10 images
+    assert len(result.history) == 1                                           # and trained on them

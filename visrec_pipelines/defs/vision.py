@@ -352,6 +352,7 @@ class FineTuneConfig(Config):
     time_budget_s: float = 420.0   # training stops after this (the fashion catalogue: ~5 min on 2 cores)
     epochs: int = 6
     trainable_blocks: int = 2      # of Lite0's 16 blocks, the last ones; the rest stay frozen
+    max_items: int = 4_000         # a larger catalogue trains on a fixed sample: bounded time and memory
 
 
 @asset(group_name=GROUP, partitions_def=DATASETS,
@@ -371,7 +372,7 @@ def fine_tuned_encoder(context: AssetExecutionContext, config: FineTuneConfig, d
         paths, item_catalogue, dataset.warehouse.fine_tuned_weights_dir, registry.for_dataset(dataset.name),
         {"dataset": dataset.name, "base_encoder_id": image_embeddings["encoder_id"].iloc[0],
          "dagster_run_id": context.run_id}, cache_dir=encoder.cache_dir, time_budget_s=config.time_budget_s,
-        epochs=config.epochs, trainable_blocks=config.trainable_blocks)
+        epochs=config.epochs, trainable_blocks=config.trainable_blocks, max_items=config.max_items)
     context.log.info(result.message)
     summary = {"kept": result.kept, "message": result.message, "encoder_id": tuned.encoder_id if tuned else None,
                "weights_path": str(result.weights_path) if result.kept else None, "mlflow_run_id": run_id}
