@@ -56,3 +56,20 @@ def test_evaluation_of_a_large_shop_averages_over_a_fixed_sample_of_users():
     assert set(sampled["per_user"].index) <= set(everyone["per_user"].index)
     per_user = everyone["per_user"].loc[sampled["per_user"].index, "ndcg@20"]
     np.testing.assert_allclose(sampled["ndcg@20"], per_user.mean())             # their own metrics, averaged
+
+
+def test_the_auc_of_a_large_shop_is_averaged_over_a_fixed_subset_of_users(monkeypatch):
+    from types import SimpleNamespace
+
+    from visrec_pipelines.recsys import metrics
+    from visrec_pipelines.recsys.models.mostpop import MostPop
+
+    train, test = random_shop(seed=1), random_shop(seed=2)
+    split = SimpleNamespace(train=train, test=test)
+    model = MostPop().fit(train)
+    everyone = metrics.evaluate(model, split)
+    monkeypatch.setattr(metrics, "MAX_AUC_USERS", 40)
+    subset = metrics.evaluate(model, split)
+    assert everyone["auc_users"] == everyone["users"] > 40 and subset["auc_users"] == 40
+    assert subset["ndcg@20"] == everyone["ndcg@20"] and 0.3 < subset["auc"] < 1.0
+    assert subset["auc"] == metrics.evaluate(model, split)["auc"]                  # the same users each time
