@@ -73,3 +73,16 @@ def test_the_auc_of_a_large_shop_is_averaged_over_a_fixed_subset_of_users(monkey
     assert everyone["auc_users"] == everyone["users"] > 40 and subset["auc_users"] == 40
     assert subset["ndcg@20"] == everyone["ndcg@20"] and 0.3 < subset["auc"] < 1.0
     assert subset["auc"] == metrics.evaluate(model, split)["auc"]                  # the same users each time
+
+
+def test_a_training_run_stops_when_its_time_budget_is_spent():
+    from visrec_pipelines.recsys.models.bpr import BPR
+
+    data = random_shop()
+    unlimited = BPR(factors=4, epochs=6, patience=None).fit(data)
+    assert not unlimited.stopped_by_budget and unlimited.best_epoch == 6
+    hurried = BPR(factors=4, epochs=6, patience=None)
+    hurried.train_budget_s = 0.0                       # spent by the first epoch
+    hurried.fit(data)
+    assert hurried.stopped_by_budget and hurried.best_epoch == 1
+    assert np.isfinite(hurried.score(np.arange(5))).all()

@@ -98,6 +98,8 @@ def ranker_asset(name: str):
         yield Output({"name": name, "bundle": bundle, "train_seconds": trained.train_seconds,
                       "params": trained.params},
                      metadata={"train_seconds": round(trained.train_seconds, 2),
+                               # a large shop: training stopped by its time budget (recsys.iterative)
+                               "stopped_by_budget": bool(getattr(trained.ranker, "stopped_by_budget", False)),
                                "params": MetadataValue.json({k: _plain(v) if not isinstance(v, tuple) else list(v)
                                                              for k, v in trained.params.items()}),
                                **({"leaned_on": MetadataValue.json(leaned_on())} if leaned_on else {})})

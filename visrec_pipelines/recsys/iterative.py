@@ -13,10 +13,16 @@ restored afterwards), the torch thread count, the epochs behind a tqdm bar, earl
 validation slice (every ``eval_every`` epochs; ``patience`` evaluations without improvement stop it,
 the best state is kept), ``history`` / ``best_epoch``, and the two validation conventions of
 ``fit``. Each run trains from scratch, so the same seed gives the same model.
+
+A time budget bounds each training run (``train_budget_s``, ``TRAIN_BUDGET_S`` = 10 min): on a shop
+large enough that epochs take minutes, training stops after the epoch that spends it (the best state
+seen so far is kept, ``stopped_by_budget`` says so). Below that size it never binds, so results stay
+reproducible; above it, a ranker's cost stays bounded instead of growing with the shop.
 """
 from __future__ import annotations
 
 import copy
+import time
 from abc import abstractmethod
 from contextlib import contextmanager
 from dataclasses import replace
@@ -29,6 +35,8 @@ from tqdm import tqdm
 
 from .base import Ranker, TrainData
 from .metrics import evaluate
+
+TRAIN_BUDGET_S = 600.0
 
 
 class IterativeRanker(Ranker):
@@ -43,6 +51,8 @@ class IterativeRanker(Ranker):
         self.threads, self.progress = threads, progress   # threads None: leave torch's setting
         self.history: list[tuple[int, float]] = []        # (epoch, validation NDCG@20)
         self.best_epoch: int | None = None
+        self.train_budget_s: float | None = TRAIN_BUDGET_S  # per training run; None: no limit
+        self.stopped_by_budget = False
 
     @abstractmethod
     def begin(self, data: TrainData, epochs: int, rng: np.random.Generator) -> Any:
@@ -86,6 +96,8 @@ class IterativeRanker(Ranker):
         torch.manual_seed(self.seed)                    # init and dropout: the same draws each run
         run = self.begin(data, epochs, np.random.default_rng(self.seed))
         stopper = EarlyStopping(self.patience)
+        budget = getattr(self, "train_budget_s", TRAIN_BUDGET_S)       # (models pickled before it existed)
+        deadline = time.monotonic() + budget if budget is not None else np.inf
         epoch = 0
         for epoch in tqdm(range(1, epochs + 1), desc=self.name, disable=not self.progress):
             self.train_epoch(run, epoch)
@@ -93,6 +105,9 @@ class IterativeRanker(Ranker):
                 self.export(run)
                 if stopper.update(epoch, validation_metric(self, data, validation), self.snapshot(run)):
                     break
+            if time.monotonic() > deadline:
+                self.stopped_by_budget = True
+                break
         if stopper.best_state is not None:
             self.restore(run, stopper.best_state)
         self.export(run)
