@@ -83,6 +83,10 @@ def test_a_signal_that_carries_nothing_is_left_aside(shop, model):
     them away changes the ranking quality by no more than noise."""
     shares = model.signal_importance()
     assert shares.get("visual", 0.0) < 0.1, shares
+    # with or without the look features: whichever scores better across the CV folds of users
+    chosen = "without " + "/".join(VISUAL) if model.hidden else "all signals"
+    assert len(model.cv_ndcg) == 2 and model.cv_ndcg[chosen] == max(model.cv_ndcg.values())
+    assert not set(model.hidden) & set(model.feature_names)
     blind = evaluate(TwoStageRanker(**SMALL, drop_signals=VISUAL).fit(shop.train), shop)
     assert abs(evaluate(model, shop)["ndcg@20"] - blind["ndcg@20"]) < 0.05
 

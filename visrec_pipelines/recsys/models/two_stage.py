@@ -41,16 +41,15 @@ LGB_PARAMS = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [20], "lea
               "deterministic": True, "force_row_wise": True, "verbose": -1}
 
 
-VISUAL_SIGNALS = ("visual_max", "visual_latest", "visual_profile")
+# Features the ranker may be fitted without, chosen by the CV over the label slices: trees find some
+# split in any noisy feature, so where looks do not predict taste (film posters) the ranker without
+# them scores better across the folds, where they do (a fashion shop) the one with them does.
+OPTIONAL_SIGNALS = ("visual_max", "visual_latest", "visual_profile")
 
 
 @register(order=110)
 class TwoStageRanker(Ranker):
     name = "two_stage"
-    # chosen on the validation slice (``zoo.train``): with or without the look signals. Trees find
-    # some split in any noisy feature; where looks do not predict taste (film posters) the ranker
-    # without them wins on validation, where they do (a fashion shop) the one with them does.
-    tuning = {"drop_signals": [(), VISUAL_SIGNALS]}
 
     def __init__(self, max_trees: int = 400, patience: int = 25, threads: int = 1, seed: int = 0,
                  nominate: dict | None = None, drop_signals: tuple[str, ...] = (), label_slices: int = 2):
@@ -60,8 +59,9 @@ class TwoStageRanker(Ranker):
         self.drop_signals = tuple(drop_signals)     # ablations: signals the ranker may not see
         self.label_slices = label_slices
         self.booster = self.sources = None
-        self.feature_names: list[str] = []
-        self.best_trees = 0
+        self.feature_names: list[str] = []       # the booster's features (hidden ones left out)
+        self.hidden: tuple[str, ...] = ()         # features computed but left out, chosen in fit
+        self.best_trees, self.cv_ndcg = 0, {}
 
     # --- training ---------------------------------------------------------------------------
     def fit(self, data: TrainData, validation: TrainData | None = None) -> TwoStageRanker:
@@ -70,6 +70,7 @@ class TwoStageRanker(Ranker):
         same cut is made once more, one step back in time, for a second set of examples."""
         import lightgbm as lgb
 
+        self.hidden, self.booster, self.cv_ndcg = (), None, {}
         space = ItemSpace(data, self.seed)
         held, rest = _carve(data, validation), data
         parts = []
@@ -84,17 +85,34 @@ class TwoStageRanker(Ranker):
         query = np.concatenate([p[2] + n * data.n_users for n, p in enumerate(parts)])
         params = {**LGB_PARAMS, "num_threads": self.threads, "seed": self.seed}
         sizes = np.unique(query, return_counts=True)[1]             # rows come grouped by query
-        learn = lgb.Dataset(x, y, group=sizes, feature_name=self.feature_names, free_raw_data=True)
-        if len(sizes) >= 2 * CV_FOLDS:           # trees: where the folds' mean NDCG@20 peaks
-            curves = lgb.cv(params, learn, self.max_trees, nfold=CV_FOLDS, stratified=False, seed=self.seed,
-                            callbacks=[lgb.early_stopping(self.patience, verbose=False)])
-            self.best_trees = len(next(iter(curves.values())))
-        else:
-            self.best_trees = self.max_trees // 5
+        names = list(self.feature_names)
+        optional = tuple(n for n in names if n.removesuffix("_rank") in OPTIONAL_SIGNALS)
+        best = None
+        for hidden in ([(), optional] if optional and len(sizes) >= 2 * CV_FOLDS else [()]):
+            keep = [c for c, n in enumerate(names) if n not in hidden]
+            learn = lgb.Dataset(x[:, keep], y, group=sizes, feature_name=[names[c] for c in keep],
+                                free_raw_data=False)
+            score, trees = self._trees(params, learn, len(sizes))
+            self.cv_ndcg["without " + "/".join(OPTIONAL_SIGNALS) if hidden else "all signals"] = round(score, 5)
+            if best is None or score > best[0]:                     # ties: all signals
+                best = (score, trees, hidden, learn, [names[c] for c in keep])
+        _, self.best_trees, self.hidden, learn, self.feature_names = best
         self.booster = lgb.train(params, learn, self.best_trees)
         self.sources = Sources(data, space, self.seed)              # serve from all of train
         self.seen = data.matrix()
         return self
+
+    def _trees(self, params: dict, learn, n_queries: int) -> tuple[float, int]:
+        """(mean NDCG@20 over CV_FOLDS folds of users at its peak, trees at the peak); without
+        enough users for folds, (0, a fifth of max_trees)."""
+        import lightgbm as lgb
+
+        if n_queries < 2 * CV_FOLDS:
+            return 0.0, self.max_trees // 5
+        curves = lgb.cv(params, learn, self.max_trees, nfold=CV_FOLDS, stratified=False, seed=self.seed,
+                        callbacks=[lgb.early_stopping(self.patience, verbose=False)])
+        mean = next(v for k, v in curves.items() if k.endswith("ndcg@20-mean"))
+        return float(max(mean)), int(np.argmax(mean)) + 1
 
     def _examples(self, data: TrainData, held: np.ndarray, space: ItemSpace):
         """Features, labels and user of every candidate of the users with a held-out positive
@@ -144,8 +162,10 @@ class TwoStageRanker(Ranker):
         age = signals["age_days"][rows, items] if "age_days" in signals else np.full(len(rows), np.nan)
         columns += [np.log1p(n_pos), h.span_days[users_of], typical, np.log1p(np.maximum(age, 0)) - typical]
         names += list(USER_FEATURES)
-        self.feature_names = names
-        return np.column_stack(columns).astype(np.float32), rows, items
+        if self.booster is None:                 # still learning: every feature, fit chooses
+            self.feature_names = names
+        keep = [c for c, n in enumerate(names) if n not in self.hidden]
+        return np.column_stack([columns[c] for c in keep]).astype(np.float32), rows, items
 
     # --- serving --------------------------------------------------------------------------------
     def score(self, users: np.ndarray) -> np.ndarray:
