@@ -119,7 +119,7 @@ class Sources:
         out["popularity"] = np.broadcast_to(np.log1p(h.counts), (len(users), h.n_items)).astype(np.float32)
         age = h.age_days(users)
         out["newness"] = np.where(age >= 0, -age, -np.inf).astype(np.float32)
-        out["age_days"] = np.nan_to_num(age, nan=np.nan).astype(np.float32)   # NaN: unknown, kept
+        out["age_days"] = age.astype(np.float32)        # NaN (unknown date) kept: LightGBM routes it
         return out
 
 
