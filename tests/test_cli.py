@@ -100,3 +100,13 @@ def test_run_set_changes_a_gates_threshold(isolated_env):
     passed = runner.invoke(main, hint.removeprefix("visrec ").split())
     assert passed.exit_code == 0, passed.output
     assert "bad_fraction_within_threshold FAILED" not in passed.output
+
+
+def test_show_config_lists_every_assets_settings_graph_assets_too(isolated_env):
+    shown = CliRunner().invoke(main, ["run", "--show-config"])
+    assert shown.exit_code == 0, shown.output
+    lines = set(shown.output.splitlines())
+    assert {"image_embeddings.parallel_shards = 1", "behaviour_events.max_bad_fraction = 0.05",
+            "ranker_ease.train = True"} <= lines
+    wrong = CliRunner().invoke(main, ["run", "--set", "image_embeddings.shards=2"])
+    assert wrong.exit_code == 1 and "image_embeddings has no setting shards" in wrong.output

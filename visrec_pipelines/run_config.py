@@ -18,13 +18,18 @@ class RunConfigError(ValueError):
 
 
 def config_classes(defs) -> dict[str, type]:
-    """Asset (op) name → its Config class, for every asset that has knobs."""
+    """Asset (op) name → its Config class, for every asset that has knobs. A graph asset (e.g.
+    ``image_embeddings``, one step per shard) maps its one config to the op that takes it."""
     found = {}
     for assets_def in defs.assets or []:
-        function = getattr(assets_def.op.compute_fn, "decorated_fn", None)
-        parameter = inspect.signature(function).parameters.get("config") if function else None
-        if parameter is not None and inspect.isclass(parameter.annotation):   # Dagster's name for it
-            found[assets_def.op.name] = parameter.annotation
+        node = assets_def.node_def
+        ops = node.iterate_op_defs() if hasattr(node, "iterate_op_defs") else [node]
+        for op in ops:
+            function = getattr(op.compute_fn, "decorated_fn", None)
+            parameter = inspect.signature(function).parameters.get("config") if function else None
+            if parameter is not None and inspect.isclass(parameter.annotation):   # Dagster's name for it
+                found[node.name] = parameter.annotation
+                break
     return found
 
 
