@@ -131,13 +131,15 @@ def test_a_refresh_for_named_items_touches_only_those(shop, settings):
     """catalogue_refresh with the sensor's run config: the new and the changed item are tagged and
     upserted, the removed one deleted; everything else is kept as it was."""
     from visrec_pipelines.definitions import build_definitions
+    from visrec_pipelines.defs.automation import refresh_selection
     from visrec_pipelines.defs.partitions import register_dataset
     from visrec_pipelines.index.exact import ExactIndex
 
-    def refresh(run_config=None) -> dict:
+    def refresh(run_config=None) -> dict:       # as the sensor asks for it
         job = build_definitions(settings).resolve_job_def("catalogue_refresh")
         register_dataset(instance, "demo")
-        result = job.execute_in_process(run_config=run_config or {}, instance=instance, partition_key="demo")
+        result = job.execute_in_process(run_config=run_config or {}, instance=instance, partition_key="demo",
+                                        asset_selection=refresh_selection(incremental=bool(run_config)))
         assert result.success
         return {key: {k: v.value for k, v in instance.get_latest_materialization_event(AssetKey(key))
                       .asset_materialization.metadata.items()} for key in ("semantic_tags", "item_index")}

@@ -53,6 +53,15 @@ retrain = define_asset_job(
 
 
 INCREMENTAL_LIMIT = 10_000   # more changed items than this (or a quarter of the catalogue): rebuild
+# learned from the whole catalogue: an incremental refresh keeps them as the last full run left them
+# (retraining them for a few new items would move every vector and so rebuild the whole index)
+LEARNED_FROM_CATALOGUE = ("tag_heads", "similarity_space")
+
+
+def refresh_selection(incremental: bool) -> list[AssetKey]:
+    """What a catalogue_refresh run materialises: everything, or for named items all but the
+    catalogue-wide models."""
+    return [AssetKey(a) for a in CATALOGUE_ASSETS if not (incremental and a in LEARNED_FROM_CATALOGUE)]
 
 
 def incremental_run_config(change, catalogue_size: int, have_baseline: bool) -> dict:
@@ -117,8 +126,9 @@ def build_sensors(settings: Settings):
                 return None, "catalogue unchanged", cursor
             key = store.save(now)
             examples = (change.added + change.changed + change.removed)[:20]
-            return RunRequest(run_key=f"catalogue-{name}-{key}", partition_key=name,
-                              run_config=incremental_run_config(change, len(now), bool(cursor)),
+            run_config = incremental_run_config(change, len(now), bool(cursor))
+            return RunRequest(run_key=f"catalogue-{name}-{key}", partition_key=name, run_config=run_config,
+                              asset_selection=refresh_selection(incremental=bool(run_config)),
                               tags={"visrec/trigger": "catalogue", "visrec/change": change.summary(),
                                     "visrec/items": ",".join(examples)}), None, key
 
