@@ -19,7 +19,7 @@ def test_webserver_lists_the_assets(isolated_env, free_port, spawn):
     proc = spawn(
         [str(webserver), "-m", "visrec_pipelines.definitions", "-h", "127.0.0.1", "-p", str(port)],
         env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline, names = time.time() + 90, None
+    deadline, names = time.time() + 240, None      # a loaded CI machine: loading the code location is slow
     while time.time() < deadline and names is None:
         time.sleep(1)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -60,7 +60,7 @@ def test_the_ui_shows_each_datasets_own_history(isolated_env, settings, free_por
     webserver = Path(sys.executable).parent / "dagster-webserver"
     proc = spawn([str(webserver), "-m", "visrec_pipelines.definitions", "-h", "127.0.0.1", "-p", str(port)],
                  env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    deadline = time.time() + 240
     while True:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
