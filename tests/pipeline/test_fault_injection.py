@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -47,15 +48,22 @@ def incremental(settings) -> dict:
                     "item_index": {"config": {"only_items": [item], "removed_items": []}}}}
 
 
+def image_store(settings) -> Path:
+    """The image encoder's embedding store (text and colour descriptors have stores beside it)."""
+    warehouse = settings.warehouse_for()
+    encoder_id = warehouse.read_table("image_embeddings")["encoder_id"].iloc[0]
+    return warehouse.embeddings_dir / encoder_id.replace(":", "_")
+
+
 def test_a_torn_embedding_chunk_is_set_aside_and_embedded_again(shop):
-    (chunk,) = shop.warehouse_for().embeddings_dir.glob("*/chunks/*.parquet")   # compacted: one chunk
+    (chunk,) = image_store(shop).glob("chunks/*.parquet")                       # compacted: one chunk
     chunk.write_bytes(chunk.read_bytes()[:-64])
     embeddings = refresh(shop)["image_embeddings"]
     assert "moved to corrupt/" in embeddings["repairs"] and embeddings["embedded_now"] == 40
 
 
 def test_a_garbage_embedding_manifest_is_rebuilt(shop):
-    (manifest,) = shop.warehouse_for().embeddings_dir.glob("*/manifest.json")
+    manifest = image_store(shop) / "manifest.json"
     manifest.write_text("{ not json")
     embeddings = refresh(shop)["image_embeddings"]
     assert "manifest.json was unreadable" in embeddings["repairs"] and embeddings["embedded_now"] == 0
