@@ -86,6 +86,7 @@ def embed_shard(context: OpExecutionContext, task: tuple, datasets: DatasetsReso
     store = EmbeddingStore.for_encoder(dataset.warehouse.embeddings_dir, model)
     report = update_embeddings(store, model, raw_images, dataset.folder.image_file, shard=shard.as_tuple(),
                                batch_size=batch_size, progress=True)
+    report.repairs = list(store.repairs)          # the compacting step reports them
     context.log.info(f"{shard.key}: embedded {report.embedded}, unchanged {report.unchanged}, "
                      f"removed {report.removed}, failures {len(report.failures)}")
     return report
@@ -100,7 +101,8 @@ def compact_embeddings(context: OpExecutionContext, reports: list, datasets: Dat
     store = EmbeddingStore.for_encoder(dataset.warehouse.embeddings_dir, model)
     store.compact()
     item_ids, _, top_classes, top_probs = store.load()
-    for repair in store.repairs:
+    repairs = [r for report in reports for r in report.repairs] + store.repairs
+    for repair in repairs:
         context.log.warning(f"embedding store repaired: {repair}")
     names = model.class_names or []
     frame = pd.DataFrame({
@@ -112,7 +114,7 @@ def compact_embeddings(context: OpExecutionContext, reports: list, datasets: Dat
     return Output(frame, metadata={
         **dataset_metadata(dataset.version()), "encoder_id": model.encoder_id, "runtime": model.runtime,
         "dim": model.dim, "preprocessing": MetadataValue.json(model.preprocessing.describe()),
-        "vectors": len(frame), "parallel_shards": len(reports), "repairs": "; ".join(store.repairs) or "none",
+        "vectors": len(frame), "parallel_shards": len(reports), "repairs": "; ".join(repairs) or "none",
         "embedded_now": report.embedded, "unchanged": report.unchanged, "removed": report.removed,
         "failures": len(report.failures), "images_per_second": round(report.images_per_second, 1)})
 

@@ -29,6 +29,7 @@ class EmbeddingReport:
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
     started_at: float = 0.0      # wall clock (time.time()), to combine shards that ran elsewhere
+    repairs: list[str] = field(default_factory=list)   # damage the store found and set aside
 
     @property
     def images_per_second(self) -> float:
@@ -64,6 +65,7 @@ def combine_reports(reports: Sequence[EmbeddingReport]) -> EmbeddingReport:
     return EmbeddingReport(catalogue=reports[0].catalogue, embedded=sum(r.embedded for r in reports),
                            unchanged=sum(r.unchanged for r in reports), removed=sum(r.removed for r in reports),
                            failures=[f for r in reports for f in r.failures], started_at=started,
+                           repairs=[x for r in reports for x in r.repairs],
                            seconds=max(r.started_at + r.seconds for r in reports) - started)
 
 
