@@ -139,6 +139,16 @@ class EmbeddingStore:
             keys = keys.reset_index().astype({"row": int})
         return self._gather(keys.reset_index(drop=True))
 
+    def aligned(self, item_ids, dim: int) -> np.ndarray:
+        """(n, dim) vectors in ``item_ids`` order; zero rows for items the store does not hold."""
+        ids, vectors, _, _ = self.load(item_ids)
+        row = {item_id: n for n, item_id in enumerate(ids)}
+        out = np.zeros((len(item_ids), dim), np.float32)
+        for n, item_id in enumerate(map(str, item_ids)):
+            if item_id in row:
+                out[n] = vectors[row[item_id]]
+        return out
+
     def iter_chunks(self) -> Iterator[Loaded]:
         """The live rows chunk by chunk: bounded memory for stores larger than RAM."""
         keys = self._live_keys()

@@ -106,10 +106,4 @@ def update_colour_descriptors(store: EmbeddingStore, catalogue: pd.DataFrame, re
 
 def aligned_descriptors(store: EmbeddingStore, item_ids) -> np.ndarray:
     """(n, DESCRIPTOR_DIM) in ``item_ids`` order; zero rows (no colour evidence) for items missing."""
-    ids, vectors, _, _ = store.load(item_ids)
-    row = {item_id: n for n, item_id in enumerate(ids)}
-    out = np.zeros((len(item_ids), DESCRIPTOR_DIM), np.float32)
-    for n, item_id in enumerate(map(str, item_ids)):
-        if item_id in row:
-            out[n] = vectors[row[item_id]]
-    return out
+    return store.aligned(item_ids, DESCRIPTOR_DIM)

@@ -127,10 +127,4 @@ def update_text_embeddings(store: EmbeddingStore, encoder: TextEncoder, items: p
 
 def aligned_text_features(store: EmbeddingStore, item_ids, dim: int) -> np.ndarray:
     """(n, dim) text vectors in ``item_ids`` order; zero rows for items without text."""
-    ids, vectors, _, _ = store.load(item_ids)
-    row = {item_id: n for n, item_id in enumerate(ids)}
-    out = np.zeros((len(item_ids), dim), np.float32)
-    for n, item_id in enumerate(map(str, item_ids)):
-        if item_id in row:
-            out[n] = vectors[row[item_id]]
-    return out
+    return store.aligned(item_ids, dim)
