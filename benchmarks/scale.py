@@ -7,9 +7,10 @@ The shops are drawn cheaply (the demo generator simulates every shopper against 
 not scale): items in categories, colours and patterns with a small flat product picture each; users with a
 favourite category and heavy-tailed activity; events from Zipf popularity within and across categories,
 over the same funnel of event types as the demo. Each size runs the pipeline's own `run_pipeline` (default
-settings, default zoo) in a child process, while a sampler records the process tree's RSS; the Dagster
-step statistics give each asset's wall seconds and the RSS samples inside a step its peak. Growth
-exponents: the slope of log(seconds) against log(events) (and items) between the sizes, per asset.
+settings and zoo; the executor `multiprocess`, two steps at a time, as a 2-core machine would run a large
+shop: `--executor in_process` for the default) in a child process, while a sampler records the process
+tree's RSS; the Dagster step statistics give each asset's wall seconds and the RSS samples inside a
+step its peak. Growth exponents: the slope of log(seconds) against log(events) (and items) between the sizes, per asset.
 Serving at the largest size: `benchmarks.serving` with that many items and users (start seconds, p99).
 
 Last line, one JSON object: `sizes` (each with items, users, events, total_s, peak_rss_mb, completed,
@@ -117,13 +118,14 @@ def rss_mb(pid: int) -> float:
         return 0.0
 
 
-def run_one(root: Path) -> dict:
+def run_one(root: Path, executor: str = "multiprocess") -> dict:
     """The main job on the shop under ``root`` (this process): per-asset seconds and peak RSS."""
     from visrec_pipelines.runner import dagster_instance, run_pipeline
     from visrec_pipelines.settings import Settings
 
     settings = Settings(root=root, assets=root / "assets", warehouse=root / "warehouse",
-                        dagster_home=root / "dagster_home", dataset=DATASET, mlflow_tracking_uri=None)
+                        dagster_home=root / "dagster_home", dataset=DATASET, mlflow_tracking_uri=None,
+                        executor=executor, max_concurrent=2, automation=False)
     samples, done = [], threading.Event()
 
     def sample():
@@ -169,10 +171,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--sizes", default="small,medium,large")
     parser.add_argument("--keep", type=Path, default=None, help="build the shops under this folder and keep them")
     parser.add_argument("--no-serving", action="store_true", help="skip the serving run at the largest size")
+    parser.add_argument("--executor", default="multiprocess", choices=["multiprocess", "in_process"],
+                        help="multiprocess (default): two steps at a time, each in its own process")
     parser.add_argument("--run-one", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_one:
-        print(json.dumps(run_one(args.run_one)))
+        print(json.dumps(run_one(args.run_one, args.executor)))
         return {}
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="visrec-scale-"))
@@ -186,7 +190,8 @@ def main(argv=None) -> dict:
             draw_shop(root, n_items, n_users, n_events)
             print(f"{name}: shop of {n_items} items, {n_users} users, {n_events} events drawn in "
                   f"{time.perf_counter() - started:.0f}s", flush=True)
-            child = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--run-one", str(root)],
+            child = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--run-one", str(root),
+                                    "--executor", args.executor],
                                    capture_output=True, text=True, env={**os.environ, "VISREC_AUTOMATION": "off"})
             lines = child.stdout.strip().splitlines()
             print("\n".join(lines[:-1][-60:]), flush=True)
@@ -217,7 +222,7 @@ def main(argv=None) -> dict:
     print(tabulate([[step] + [f"{r['assets'][step]['seconds']:.1f}s / {r['assets'][step]['peak_rss_mb']} MB"
                               if step in r["assets"] else "-" for r in results] for step in steps],
                    headers=["step"] + [f"{r['size']} ({r['events']:,} events)" for r in results]))
-    summary = {"sizes": results, "growth_in_events": growth(results, "events"),
+    summary = {"executor": args.executor, "sizes": results, "growth_in_events": growth(results, "events"),
                "growth_in_items": growth(results, "items"),
                "serving_start_s_largest": serving.get("start_s"),
                "serving_p99_ms_largest": max(serving.get("recommend_p99_ms", 0), serving.get("similar_p99_ms", 0))

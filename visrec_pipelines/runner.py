@@ -1,10 +1,12 @@
-"""Run the asset graph in-process on one dataset and summarise what happened."""
+"""Run the asset graph on one dataset (in this process, or with steps in processes of their own as
+``Settings.executor`` says) and summarise what happened."""
 from __future__ import annotations
 
 import os
 import socket
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from .console import library_output_to
 from .data.contract import Dataset, DatasetError
@@ -84,18 +86,52 @@ def run_pipeline(dataset_name: str | None = None, echo: Callable[[str], None] = 
         for line in fail_abandoned_runs(instance):
             echo(line)
         register_dataset(instance, settings.dataset)
-        result = job.execute_in_process(instance=instance, run_config={**QUIET_LOGS, **(run_config or {})},
-                                        partition_key=settings.dataset, raise_on_error=False,
-                                        tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
-    for line in summarise(result):
+        config = {**QUIET_LOGS, **(run_config or {})}
+        tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+        if settings.executor == "in_process":
+            result = job.execute_in_process(instance=instance, run_config=config, partition_key=settings.dataset,
+                                            raise_on_error=False, tags=tags)
+            lines, said_no, success = summarise(result), gates_that_said_no(result), result.success
+        else:                   # steps in processes of their own (or on Celery workers), which rebuild the job
+            from dagster import execute_job, reconstructable
+
+            with settings_in_environment(settings), \
+                    execute_job(reconstructable(main_job), instance=instance, run_config=config,
+                                tags={**tags, "dagster/partition": settings.dataset}) as result:
+                lines, said_no, success = summarise(result), gates_that_said_no(result), result.success
+    for line in lines:
         echo(line)
-    said_no = gates_that_said_no(result)
-    ok = result.success or bool(said_no)
+    ok = success or bool(said_no)
     for gate in said_no:
         echo(EXPECTED_GATES[gate])
     echo(f"{'succeeded' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s (run {result.run_id}; "
          f"library messages in {log_file})")
     return ok
+
+
+def main_job():
+    """The main job as the code location builds it from the environment: what each step's process
+    reconstructs under the multiprocess and Celery executors."""
+    from .definitions import build_definitions
+
+    return build_definitions(Settings()).resolve_job_def("main")
+
+
+@contextmanager
+def settings_in_environment(settings: Settings):
+    """``settings`` as environment variables inside the block, so the processes a run starts build
+    the same settings (``Settings()``) as this one; the environment is restored afterwards."""
+    saved = dict(os.environ)
+    for name, value in settings.as_environment().items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 # Blocking checks whose "no" is a normal outcome, not a broken pipeline: step → check → message.

@@ -116,6 +116,17 @@ class Settings(BaseSettings):
         """The encoder serving uses for search by image ("none": disabled)."""
         return self.serving_encoder or self.encoder
 
+    def as_environment(self) -> dict[str, str | None]:
+        """Every setting as the environment variable it is read from (None: unset), so that
+        ``Settings()`` in another process reads these same settings."""
+        out = {}
+        for name, field in type(self).model_fields.items():
+            alias = field.validation_alias
+            key = alias.choices[-1] if isinstance(alias, AliasChoices) else f"VISREC_{name.upper()}"
+            value = getattr(self, name)
+            out[key] = None if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        return out
+
     def with_dataset(self, name: str | None) -> Settings:
         return self if not name or name == self.dataset else self.replace(dataset=name)
 

@@ -76,3 +76,28 @@ def test_whole_graph_with_postgres_multiprocess_and_an_mlflow_server(isolated_en
     champion = client.get_model_version_by_alias("visrec-ranker-demo", "champion")
     assert champion.tags.get("gate_decision") == "promoted"
     assert not (isolated_env / "mlflow" / "mlflow.db").exists()   # nothing fell back to the local store
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_visrec_run_puts_steps_in_processes_of_their_own_with_the_multiprocess_executor(tmp_path):
+    """``run_pipeline`` (what ``visrec run`` calls) honours ``executor``: the steps rebuild the job
+    from the settings it hands them through the environment, and land in the same warehouse."""
+    from dagster import DagsterEventType
+
+    from visrec_pipelines.runner import dagster_instance, run_pipeline
+    from visrec_pipelines.settings import Settings
+
+    settings = Settings(root=tmp_path, assets=tmp_path / "assets", warehouse=tmp_path / "warehouse",
+                        dagster_home=tmp_path / "dagster_home", dataset="demo", executor="multiprocess",
+                        max_concurrent=2, automation=False)
+    generate_demo(tmp_path / "assets" / "demo", n_items=40, n_users=16, seed=5)
+    ours = ("VISREC_", "DAGSTER_HOME", "MLFLOW_TRACKING_URI", "MILVUS_")
+    before = {k: v for k, v in os.environ.items() if k.startswith(ours)}
+    assert run_pipeline(echo=lambda _: None, settings=settings)
+    assert {k: v for k, v in os.environ.items() if k.startswith(ours)} == before   # lent, not left behind
+    with dagster_instance(settings) as instance:
+        run = instance.get_runs(limit=1)[0]
+        workers = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_WORKER_STARTED).records
+        assert run.tags["dagster/partition"] == "demo" and len(workers) >= 10
+    assert (tmp_path / "warehouse" / "demo" / "item_index.npz").exists()

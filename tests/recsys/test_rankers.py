@@ -211,6 +211,20 @@ def test_zoo_tunes_on_the_validation_slice_then_refits_on_all_of_train(split):
     assert (searched.ranker.seen != split.train.matrix()).nnz == 0
 
 
+def test_a_rankers_whole_training_keeps_to_one_budget(split):
+    """Grid and refit share one budget: spent, the grid stops after its first candidate and every
+    run stops after its first epoch, and the model says so; with room, nothing is cut."""
+    roomy = zoo.train("bpr", split, factors=8, epochs=6, eval_every=3)
+    assert "grid_cut" not in roomy.params and not roomy.ranker.stopped_by_budget
+    hurried = zoo.train("bpr", split, budget_s=1e-9, factors=8, epochs=6, eval_every=3)
+    assert hurried.params["grid_cut"] and hurried.params["reg"] == BPR.tuning["reg"][0]
+    assert hurried.ranker.stopped_by_budget and hurried.params["best_epoch"] == 1
+    assert (hurried.ranker.seen != split.train.matrix()).nnz == 0           # still refit on all of train
+    ease = zoo.train("ease", split, budget_s=1e-9)                          # a grid without epochs, too
+    assert ease.params["grid_cut"] and ease.params["l2"] == RANKERS["ease"].tuning["l2"][0]
+    assert "grid_cut" not in zoo.train("ease", split, budget_s=None).params
+
+
 @pytest.mark.parametrize("name", VISUAL)
 def test_zoo_refuses_a_split_without_the_image_features_a_ranker_needs(name, split):
     blind = Split(*(replace(part, item_features=None) for part in (split.train, split.validation, split.test)))

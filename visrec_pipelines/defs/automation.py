@@ -47,6 +47,9 @@ CATALOGUE_ASSETS = ["catalogue_source", "raw_images", "quarantined_images", "ite
 catalogue_refresh = define_asset_job(
     "catalogue_refresh", selection=AssetSelection.assets(*CATALOGUE_ASSETS), partitions_def=DATASETS,
     description="New or changed images → validation → embeddings → tags → Milvus index.")
+# everything, as `visrec run` materialises it; named, so a process of its own can rebuild it (runner.main_job)
+main = define_asset_job("main", selection=AssetSelection.all(), partitions_def=DATASETS,
+                        description="The whole graph: images, behaviour, embeddings, tags, rankers, gate, index.")
 retrain = define_asset_job(
     "retrain", selection=AssetSelection.groups("behaviour", "rankers") | AssetSelection.assets("catalogue_source"),
     partitions_def=DATASETS, description="Behaviour validation → split → every ranker → evaluation → promotion gate.")
@@ -169,4 +172,4 @@ def build_schedules(settings: Settings):
     return [nightly_retrain]
 
 
-JOBS = [catalogue_refresh, retrain]
+JOBS = [main, catalogue_refresh, retrain]

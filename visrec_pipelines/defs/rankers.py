@@ -69,6 +69,8 @@ def _plain(value):
 
 class RankerConfig(Config):
     train: bool = True    # false: left out of this run (e.g. visrec run --set ranker_gru4rec.train=false)
+    # seconds for the whole training (grid and refit; recsys.zoo); 0: no limit
+    budget_s: float = zoo.RANKER_BUDGET_S
 
 
 def ranker_asset(name: str):
@@ -84,7 +86,7 @@ def ranker_asset(name: str):
             yield AssetCheckResult(check_name=TRAINED, passed=True, metadata={"trained": False})
             return
         try:
-            trained = zoo.train(name, interaction_split, progress=False)
+            trained = zoo.train(name, interaction_split, progress=False, budget_s=config.budget_s or None)
         except Exception as failure:      # one ranker's failure (memory, a bug, odd data) is its own
             reason = f"{type(failure).__name__}: {str(failure)[:400]}"
             context.log.error(f"{name} failed to train and is left out of the evaluation: {reason}")

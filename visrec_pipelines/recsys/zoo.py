@@ -12,6 +12,13 @@ without epochs but with a ``tuning`` grid (EASE's λ, ItemKNN's k) is fit on ``t
 candidate, and the best on the validation slice is refit on all of train. It is handed
 ``split.validation`` too: a model that learns from that slice (the two-stage ranker) uses exactly
 the protocol's.
+
+One time budget bounds a ranker's whole training (``budget_s``, ``RANKER_BUDGET_S`` = 5 min: the grid
+and the refit together). Each training run of an epoch-trained model gets an even share of it (one
+per grid candidate and one for the refit), and the grid stops early when the next candidate would
+not fit in what is left (the best so far is kept, ``grid_cut`` says so). On the shops measured in
+``benchmarks.rankers`` it never binds; on a shop of millions of events it keeps every ranker's
+cost flat instead of ``len(grid) + 1`` times a growing epoch cost.
 """
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ from . import models
 from .base import Ranker
 from .iterative import IterativeRanker, validation_metric
 from .split import Split
+
+RANKER_BUDGET_S = 300.0
 
 
 def rankers() -> dict[str, type[Ranker]]:
@@ -54,28 +63,62 @@ class TrainedRanker:
     params: dict = field(default_factory=dict)
 
 
-def _chosen(cls: type[Ranker], kwargs: dict, split: Split, exclude: set) -> dict:
-    """The settings of ``cls.tuning`` (those the caller fixed are not searched) whose model, fit
-    on ``tune_data``, has the best validation NDCG@20; ``kwargs`` when there is nothing to search."""
+class _Budget:
+    """The time left of a ranker's budget, shared out over its training runs."""
+
+    def __init__(self, seconds: float | None, runs: int):
+        self.seconds, self.runs, self.started = seconds, runs, time.monotonic()
+        self.cut = False
+
+    @property
+    def share(self) -> float | None:
+        return None if self.seconds is None else self.seconds / self.runs
+
+    def spent(self) -> float:
+        return time.monotonic() - self.started
+
+    def affords_another(self, done: int) -> bool:
+        """After ``done`` runs of the grid: does one more, at their mean cost, leave the refit its share?"""
+        if self.seconds is None or done == 0:
+            return True
+        enough = self.spent() * (done + 1) / done <= self.seconds - self.share
+        self.cut |= not enough
+        return enough
+
+    def left(self) -> float | None:
+        return None if self.seconds is None else max(self.seconds - self.spent(), self.share)
+
+
+def _grid(cls: type[Ranker], kwargs: dict, exclude: set) -> list[dict]:
+    """The candidates of ``cls.tuning`` (settings the caller fixed are not searched), in order."""
     axes = {k: v for k, v in cls.tuning.items() if k not in exclude}
-    if not axes:
-        return kwargs
+    return [{**kwargs, **dict(zip(axes, values))} for values in itertools.product(*axes.values())]
+
+
+def _chosen(cls: type[Ranker], candidates: list[dict], split: Split, budget: _Budget) -> dict:
+    """The candidate whose model, fit on ``tune_data``, has the best validation NDCG@20 (the only
+    one when there is nothing to search)."""
+    if len(candidates) == 1:
+        return candidates[0]
     tune_data, scored = split.tune_data(), []
-    for values in itertools.product(*axes.values()):
-        candidate = {**kwargs, **dict(zip(axes, values))}
+    for candidate in candidates:
+        if not budget.affords_another(len(scored)):
+            break
         model = cls(**candidate).fit(tune_data)
         scored.append((validation_metric(model, tune_data, split.validation), len(scored), candidate))
     return max(scored, key=lambda s: (s[0], -s[1]))[2]        # ties: the first listed
 
 
-def _tuned(cls: type[IterativeRanker], kwargs: dict, split: Split, exclude: set):
-    """The candidate of ``cls.tuning`` (settings the caller fixed are not searched) with the best
-    validation NDCG@20, fitted on ``tune_data`` and early-stopped on the validation slice."""
-    axes = {k: v for k, v in cls.tuning.items() if k not in exclude}
-    best_model, best_kwargs, best_score = None, kwargs, -1.0
-    for values in itertools.product(*axes.values()) if axes else [()]:
-        candidate = {**kwargs, **dict(zip(axes, values))}
-        model = cls(**candidate).fit(split.tune_data(), validation=split.validation)
+def _tuned(cls: type[IterativeRanker], candidates: list[dict], split: Split, budget: _Budget):
+    """The candidate with the best validation NDCG@20, fitted on ``tune_data`` and early-stopped on
+    the validation slice, each run within its share of the budget."""
+    best_model, best_kwargs, best_score = None, candidates[0], -1.0
+    for done, candidate in enumerate(candidates):
+        if not budget.affords_another(done):
+            break
+        model = cls(**candidate)
+        model.train_budget_s = budget.share
+        model.fit(split.tune_data(), validation=split.validation)
         score = max((h[1] for h in model.history), default=0.0)
         if best_model is None or score > best_score:
             best_model, best_kwargs, best_score = model, candidate, score
@@ -83,7 +126,9 @@ def _tuned(cls: type[IterativeRanker], kwargs: dict, split: Split, exclude: set)
 
 
 def train(name: str, split: Split, seed: int = 0, progress: bool = False, refit: bool = True,
-          **params) -> TrainedRanker:
+          budget_s: float | None = RANKER_BUDGET_S, **params) -> TrainedRanker:
+    """Train ``name`` under the protocol within ``budget_s`` seconds (None: no limit); ``params``
+    fix settings (they are not searched)."""
     classes = rankers()
     if name not in classes:
         raise KeyError(f"unknown ranker {name!r}; known: {sorted(classes)}")
@@ -92,18 +137,29 @@ def train(name: str, split: Split, seed: int = 0, progress: bool = False, refit:
     if missing:
         raise ValueError(f"{name} needs {'; '.join(missing)}")
     kwargs = {"seed": seed, **params}
+    iterative = issubclass(cls, IterativeRanker)
+    if iterative:
+        kwargs["progress"] = progress
+    candidates = _grid(cls, kwargs, exclude=set(params))
+    budget = _Budget(budget_s, len(candidates) + 1)
     started = time.perf_counter()
     best = None
-    if not issubclass(cls, IterativeRanker):     # nothing to stop early: choose, fit on all of train
-        kwargs = _chosen(cls, kwargs, split, exclude=set(params))
+    if not iterative:                     # nothing to stop early: choose, fit on all of train
+        kwargs = _chosen(cls, candidates, split, budget)
         ranker = cls(**kwargs).fit(split.train, split.validation)
     else:
-        kwargs["progress"] = progress
-        ranker, kwargs = _tuned(cls, kwargs, split, exclude=set(params))
+        ranker, kwargs = _tuned(cls, candidates, split, budget)
         best = ranker.best_epoch
         if refit and best is not None:
             kwargs["epochs"] = int(best)
-            ranker = cls(**kwargs).fit(split.train)
+            stopped_early = ranker.stopped_by_budget
+            ranker = cls(**kwargs)
+            ranker.train_budget_s = budget.left()
+            ranker.fit(split.train)
+            ranker.stopped_by_budget |= stopped_early
     seconds = time.perf_counter() - started
+    if budget.cut and hasattr(ranker, "stopped_by_budget"):
+        ranker.stopped_by_budget = True
     return TrainedRanker(name, ranker, seconds, {k: v for k, v in kwargs.items() if k != "progress"}
-                         | ({"best_epoch": int(best)} if best is not None else {}))
+                         | ({"best_epoch": int(best)} if best is not None else {})
+                         | ({"grid_cut": True} if budget.cut else {}))

@@ -35,6 +35,9 @@ SIGNAL_GROUPS = {"ease": "co-occurrence", "ease_recent": "co-occurrence", "seque
 USER_FEATURES = ("user_positives", "user_span_days", "user_typical_age", "age_vs_typical")
 LABEL_FRACTION = 0.2          # the slice the ranker learns from, when fit is not handed one
 CV_FOLDS = 4                  # folds of users that choose the number of trees
+# users whose held-out positives make the examples of one label slice: ~300 candidates each, so the
+# booster's cost (and the examples' memory, ~40 floats a row) stops growing with the shop beyond this
+MAX_QUERY_USERS = 6_000
 LGB_PARAMS = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [20], "learning_rate": 0.05, "max_bin": 63,
               "num_leaves": 31, "min_data_in_leaf": 50, "feature_fraction": 0.8, "bagging_fraction": 0.8,
               "bagging_freq": 1, "lambda_l2": 10.0, "lambdarank_truncation_level": 40,
@@ -121,6 +124,8 @@ class TwoStageRanker(Ranker):
                                shape=(data.n_users, data.n_items))
         sources = Sources(_subset(data, ~held), space, self.seed)
         users = np.flatnonzero(np.diff(labels.indptr) > 0)
+        if len(users) > MAX_QUERY_USERS:        # a large shop: a fixed sample of users to learn from
+            users = np.sort(np.random.default_rng(self.seed).choice(users, MAX_QUERY_USERS, replace=False))
         x, rows, items = self._pairs(sources, users)
         y = np.asarray(labels[users[rows], items]).ravel()
         useful = (np.bincount(rows, weights=y, minlength=len(users)) > 0)[rows]   # a query needs a hit
