@@ -118,6 +118,30 @@ class IterativeRanker(Ranker):
         return stopper.best_epoch or epoch, stopper.history
 
 
+class NetRanker(IterativeRanker):
+    """An iterative ranker whose parameters are one torch module, ``self.net``."""
+
+    def snapshot(self, run: Any) -> dict:
+        return self.net.state_dict()
+
+    def restore(self, run: Any, state: dict) -> None:
+        self.net.load_state_dict(state)
+
+
+class TableScores:
+    """``score`` as the inner product of the user and item tables ``export`` leaves in ``_users``
+    and ``_items``, which are also the vectors a vector index serves."""
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return self._users[np.atleast_1d(users)] @ self._items.T
+
+    def user_vectors(self) -> np.ndarray:
+        return self._users
+
+    def item_vectors(self) -> np.ndarray:
+        return self._items
+
+
 class EarlyStopping:
     """Tracks a validation metric every few epochs and keeps a copy of the best parameters."""
 

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..base import TrainData
-from ..iterative import IterativeRanker
+from ..iterative import NetRanker
 from . import register
 from .sampling import TripleSampler
 
@@ -70,7 +70,7 @@ class PairMLP(nn.Module):
 
 
 @register(order=70, default=False)    # below MostPop on MovieLens for 40 s of training
-class DeepRanker(IterativeRanker):
+class DeepRanker(NetRanker):
     name = "deep_mlp"
     needs = frozenset({"image_features"})
 
@@ -113,12 +113,6 @@ class DeepRanker(IterativeRanker):
             loss.backward()
             run.optimiser.step()
 
-    def snapshot(self, run: SimpleNamespace) -> dict:
-        return self.net.state_dict()
-
-    def restore(self, run: SimpleNamespace, state: dict) -> None:
-        self.net.load_state_dict(state)
-
     @torch.no_grad()
     def export(self, run: SimpleNamespace) -> None:
         """Cache the final user and item representations; the raw features are not kept."""
@@ -155,4 +149,3 @@ class DeepRanker(IterativeRanker):
             rows = self.user_table[torch.as_tensor(users[start:start + 256])]
             out[start:start + 256] = self.net.grid_scores(rows, self.item_table).numpy()
         return out
-

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..base import TrainData
-from ..iterative import IterativeRanker
+from ..iterative import NetRanker, TableScores
 from . import register
 
 
@@ -51,7 +51,7 @@ class SASRecNet(nn.Module):
 
 
 @register(order=75, default=False)
-class SASRec(IterativeRanker):
+class SASRec(TableScores, NetRanker):
     name = "sasrec"
     tuning = {"dropout": [0.2, 0.5]}
 
@@ -98,12 +98,6 @@ class SASRec(IterativeRanker):
             loss.backward()
             run.optimiser.step()
 
-    def snapshot(self, run: SimpleNamespace) -> dict:
-        return self.net.state_dict()
-
-    def restore(self, run: SimpleNamespace, state: dict) -> None:
-        self.net.load_state_dict(state)
-
     @torch.no_grad()
     def export(self, run: SimpleNamespace) -> None:
         """User vector: the state after the user's last ``max_len`` positives (zeros: no history)."""
@@ -117,12 +111,3 @@ class SASRec(IterativeRanker):
         has = torch.as_tensor([len(s) > 0 for s in run.sequences])
         self._users = torch.where(has[:, None], states, torch.zeros_like(states)).numpy()
         self._items = net.item_table().numpy().copy()
-
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return self._users[np.atleast_1d(users)] @ self._items.T
-
-    def user_vectors(self) -> np.ndarray:
-        return self._users
-
-    def item_vectors(self) -> np.ndarray:
-        return self._items

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from ..base import TrainData
-from ..iterative import IterativeRanker
+from ..iterative import NetRanker, TableScores
 from . import register
 
 
@@ -53,7 +53,7 @@ class GRUNet(nn.Module):
 
 
 @register(order=80, default=False)
-class SequenceRanker(IterativeRanker):
+class SequenceRanker(TableScores, NetRanker):
     name = "gru4rec"
     needs = frozenset({"image_features"})
 
@@ -103,12 +103,6 @@ class SequenceRanker(IterativeRanker):
                 loss.backward()
                 nn.utils.clip_grad_norm_(net.parameters(), self.max_grad_norm)  # RNNs: no blow-ups
                 run.optimiser.step()
-
-    def snapshot(self, run: SimpleNamespace) -> dict:
-        return self.net.state_dict()
-
-    def restore(self, run: SimpleNamespace, state: dict) -> None:
-        self.net.load_state_dict(state)
 
     def _lanes(self, sequences: list[np.ndarray], pad: int, rng: np.random.Generator):
         """Session-parallel batches (GRU4Rec): users in random order are dealt to ``batch_users``
@@ -193,12 +187,3 @@ class SequenceRanker(IterativeRanker):
         items = ids if features is None else ids + net.item_image(features[:net.pad])
         self._users = torch.cat([states, torch.ones(len(states), 1)], dim=1).numpy()
         self._items = torch.cat([items, bias], dim=1).numpy()
-
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return self._users[np.atleast_1d(users)] @ self._items.T
-
-    def user_vectors(self) -> np.ndarray:
-        return self._users
-
-    def item_vectors(self) -> np.ndarray:
-        return self._items
