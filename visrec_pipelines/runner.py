@@ -91,14 +91,14 @@ def run_pipeline(dataset_name: str | None = None, echo: Callable[[str], None] = 
         if settings.executor == "in_process":
             result = job.execute_in_process(instance=instance, run_config=config, partition_key=settings.dataset,
                                             raise_on_error=False, tags=tags)
-            lines, said_no, success = summarise(result), gates_that_said_no(result), result.success
+            lines, said_no, success = outcome(result)
         else:                   # steps in processes of their own (or on Celery workers), which rebuild the job
             from dagster import execute_job, reconstructable
 
             with settings_in_environment(settings), \
                     execute_job(reconstructable(main_job), instance=instance, run_config=config,
                                 tags={**tags, "dagster/partition": settings.dataset}) as result:
-                lines, said_no, success = summarise(result), gates_that_said_no(result), result.success
+                lines, said_no, success = outcome(result)
     for line in lines:
         echo(line)
     ok = success or bool(said_no)
@@ -107,6 +107,11 @@ def run_pipeline(dataset_name: str | None = None, echo: Callable[[str], None] = 
     echo(f"{'succeeded' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s (run {result.run_id}; "
          f"library messages in {log_file})")
     return ok
+
+
+def outcome(result) -> tuple[list[str], list[str], bool]:
+    """What a finished run says: its summary lines, the gates that said no, and whether it succeeded."""
+    return summarise(result), gates_that_said_no(result), result.success
 
 
 def main_job():

@@ -16,9 +16,8 @@ the protocol's.
 One time budget bounds a ranker's whole training (``budget_s``, ``RANKER_BUDGET_S`` = 5 min: the grid
 and the refit together). Each training run of an epoch-trained model gets an even share of it (one
 per grid candidate and one for the refit), and the grid stops early when the next candidate would
-not fit in what is left (the best so far is kept, ``grid_cut`` says so). On the shops measured in
-``benchmarks.rankers`` it never binds; on a shop of millions of events it keeps every ranker's
-cost flat instead of ``len(grid) + 1`` times a growing epoch cost.
+not fit in what is left (the best so far is kept, ``grid_cut`` says so). It is meant for large
+shops: there it keeps every ranker's cost flat instead of ``len(grid) + 1`` ever longer runs.
 """
 from __future__ import annotations
 
@@ -152,14 +151,13 @@ def train(name: str, split: Split, seed: int = 0, progress: bool = False, refit:
         best = ranker.best_epoch
         if refit and best is not None:
             kwargs["epochs"] = int(best)
-            stopped_early = ranker.stopped_by_budget
+            tuned_stopped = ranker.stopped_by_budget
             ranker = cls(**kwargs)
             ranker.train_budget_s = budget.left()
             ranker.fit(split.train)
-            ranker.stopped_by_budget |= stopped_early
+            ranker.stopped_by_budget |= tuned_stopped
+        ranker.stopped_by_budget |= budget.cut
     seconds = time.perf_counter() - started
-    if budget.cut and hasattr(ranker, "stopped_by_budget"):
-        ranker.stopped_by_budget = True
     return TrainedRanker(name, ranker, seconds, {k: v for k, v in kwargs.items() if k != "progress"}
                          | ({"best_epoch": int(best)} if best is not None else {})
                          | ({"grid_cut": True} if budget.cut else {}))

@@ -36,7 +36,7 @@ from .linear_models import sigmoid, softmax
 IMAGE_BLOCK, COLOUR_BLOCK, TEXT_BLOCK = "image", "colour", "text"   # the feature blocks' names
 MIN_TRAIN_ITEMS, MIN_HELD_OUT_ITEMS = 10, 2
 # labelled training items a head is fitted on at most (CV over ~40 fits): above, a fixed random
-# sample, so a catalogue of 100k items costs what one of 12k does; accuracy has flattened by then
+# sample, so a catalogue of 100k items costs what one of 12k does (accuracy above 12k: not measured)
 MAX_TRAIN_ITEMS = 12_000
 Blocks = Mapping[str, np.ndarray]
 
