@@ -225,6 +225,17 @@ def test_a_rankers_whole_training_keeps_to_one_budget(split):
     assert "grid_cut" not in zoo.train("ease", split, budget_s=None).params
 
 
+def test_a_ranker_whose_fits_grow_too_fast_skips_its_grid_above_its_event_limit(split, monkeypatch):
+    """ItemKNN above ``grid_max_events`` fits its defaults once, and says so; below it, it searches."""
+    itemknn = RANKERS["itemknn"]
+    searched = zoo.train("itemknn", split)
+    assert "grid_skipped" not in searched.params and searched.params["neighbours"] in itemknn.tuning["neighbours"]
+    monkeypatch.setattr(itemknn, "grid_max_events", len(split.train.users) - 1)
+    skipped = zoo.train("itemknn", split)
+    assert skipped.params == {"seed": 0, "grid_skipped": True}
+    assert skipped.ranker.neighbours == itemknn().neighbours and (skipped.ranker.seen != split.train.matrix()).nnz == 0
+
+
 @pytest.mark.parametrize("name", VISUAL)
 def test_zoo_refuses_a_split_without_the_image_features_a_ranker_needs(name, split):
     blind = Split(*(replace(part, item_features=None) for part in (split.train, split.validation, split.test)))

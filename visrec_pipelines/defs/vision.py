@@ -355,6 +355,10 @@ class FineTuneConfig(Config):
     epochs: int = 6
     trainable_blocks: int = 2      # of Lite0's 16 blocks, the last ones; the rest stay frozen
     max_items: int = 4_000         # a larger catalogue trains on a fixed sample: bounded time and memory
+    # a kept encoder embeds the catalogue into its own store right away up to this size; above it
+    # that is left to image_embeddings when VISREC_ENCODER_WEIGHTS switches to the encoder (at 100k
+    # items it is as long as the embedding asset itself, for an encoder nothing serves yet)
+    embed_max_items: int = 20_000
 
 
 @asset(group_name=GROUP, partitions_def=DATASETS,
@@ -378,7 +382,11 @@ def fine_tuned_encoder(context: AssetExecutionContext, config: FineTuneConfig, d
     context.log.info(result.message)
     summary = {"kept": result.kept, "message": result.message, "encoder_id": tuned.encoder_id if tuned else None,
                "weights_path": str(result.weights_path) if result.kept else None, "mlflow_run_id": run_id}
-    if tuned is not None:   # the catalogue in the new encoder's own store, incrementally
+    if tuned is not None and len(item_catalogue) > config.embed_max_items:
+        summary["embedded_now"] = 0
+        summary["embedding"] = (f"left to image_embeddings: {len(item_catalogue)} items > embed_max_items "
+                                f"{config.embed_max_items}; set VISREC_ENCODER_WEIGHTS to its weights to embed with it")
+    elif tuned is not None:   # the catalogue in the new encoder's own store, incrementally
         report = update_embeddings(EmbeddingStore.for_encoder(dataset.warehouse.embeddings_dir, tuned), tuned,
                                    item_catalogue, lambda p: str(dataset.folder.image_file(p)))
         summary["embedded_now"], summary["unchanged"] = report.embedded, report.unchanged

@@ -70,6 +70,9 @@ class Ranker(ABC):
     needs: frozenset[str] = frozenset()
     # small grid the zoo searches on the validation slice (``zoo.train``); empty: the defaults
     tuning: ClassVar[dict[str, list]] = {}
+    # above this many training events the grid is not searched (the defaults are fitted once): for
+    # rankers whose every fit grows faster than the events and cannot be stopped part-way
+    grid_max_events: ClassVar[int | None] = None
 
     def __init__(self, seed: int = 0):
         self.seed = seed

@@ -17,7 +17,9 @@ One time budget bounds a ranker's whole training (``budget_s``, ``RANKER_BUDGET_
 and the refit together). Each training run of an epoch-trained model gets an even share of it (one
 per grid candidate and one for the refit), and the grid stops early when the next candidate would
 not fit in what is left (the best so far is kept, ``grid_cut`` says so). It is meant for large
-shops: there it keeps every ranker's cost flat instead of ``len(grid) + 1`` ever longer runs.
+shops: there it keeps every ranker's cost flat instead of ``len(grid) + 1`` ever longer runs. A
+ranker whose single fit cannot be cut short and grows faster than the events (ItemKNN) sets
+``grid_max_events``: above it the defaults are fitted once (``grid_skipped``).
 """
 from __future__ import annotations
 
@@ -140,6 +142,10 @@ def train(name: str, split: Split, seed: int = 0, progress: bool = False, refit:
     if iterative:
         kwargs["progress"] = progress
     candidates = _grid(cls, kwargs, exclude=set(params))
+    grid_skipped = len(candidates) > 1 and cls.grid_max_events is not None \
+        and len(split.train.users) > cls.grid_max_events
+    if grid_skipped:
+        candidates = [kwargs]
     budget = _Budget(budget_s, len(candidates) + 1)
     started = time.perf_counter()
     best = None
@@ -160,4 +166,5 @@ def train(name: str, split: Split, seed: int = 0, progress: bool = False, refit:
     seconds = time.perf_counter() - started
     return TrainedRanker(name, ranker, seconds, {k: v for k, v in kwargs.items() if k != "progress"}
                          | ({"best_epoch": int(best)} if best is not None else {})
-                         | ({"grid_cut": True} if budget.cut else {}))
+                         | ({"grid_cut": True} if budget.cut else {})
+                         | ({"grid_skipped": True} if grid_skipped else {}))

@@ -16,6 +16,7 @@ from . import register
 class ItemKNN(Ranker):
     name = "itemknn"
     tuning = {"neighbours": [50, 200]}
+    grid_max_events = 1_000_000     # each fit's co-occurrence grows with the square of heavy users' items
 
     def __init__(self, neighbours: int = 100, shrink: float = 0.0, block: int = 1024, seed: int = 0):
         super().__init__(seed)
