@@ -52,7 +52,7 @@ def build_shop(root: Path, n_items: int, n_users: int, dim: int, seed: int = 0) 
 
     from visrec_pipelines.data.contract import write_table
     from visrec_pipelines.index.exact import ExactIndex, unit_rows
-    from visrec_pipelines.index.neighbours import table_for_snapshot
+    from visrec_pipelines.index.neighbours import prepare_snapshot
     from visrec_pipelines.recsys.bundle import RankerBundle
     from visrec_pipelines.recsys.models.bpr import BPR
     from visrec_pipelines.recsys.split import make_split
@@ -87,7 +87,7 @@ def build_shop(root: Path, n_items: int, n_users: int, dim: int, seed: int = 0) 
     events = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "value", "timestamp"])
     write_table(events, dataset / "events.csv")
     snapshot = ExactIndex(item_ids, vectors, [categories[c] for c in cat], tags, source="visrec_items_bench_1")
-    snapshot.neighbours = table_for_snapshot(snapshot.vectors)      # as the item_index asset stores it
+    prepare_snapshot(snapshot)          # the table and the IVF, as the item_index asset stores them
     snapshot.save(settings.warehouse_for().item_index_snapshot)
 
     typed = events.assign(value=1.0, timestamp=pd.to_datetime(events["timestamp"], utc=True))

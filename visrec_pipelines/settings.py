@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # n x neighbours x 8 bytes of memory, so above this size /similar scans the matrix instead.
     neighbour_table_max_items: int = 30_000
     neighbours: int = 400                      # per item, within a 64 MB table (fewer below)
+    # above this many items a factorised champion's best items come from an inverted-file index
+    # (faiss IVF, its probes tuned to 95% recall of the exact top 200 at load), not a full scan
+    ann_min_items: int = 30_000
     history_for_reasons: int = 50              # most recent history items searched for "looks like ..."
     user_cache_size: int = 20_000              # users whose best items stay cached until the next swap
 

@@ -4,7 +4,7 @@ import numpy as np
 
 from visrec_pipelines.index.exact import ExactIndex
 from visrec_pipelines.index.neighbours import approximate_table, exact_table, neighbour_table
-from visrec_pipelines.serving.similar import SimilarItems
+from visrec_pipelines.serving.similar import RowFilter, SimilarItems
 
 
 def clustered(n=3000, dim=32, clusters=30, seed=0):
@@ -42,7 +42,7 @@ def test_a_stored_table_serves_similar_items_above_the_size_serving_computes(tmp
     expected = [int(loaded.row_of(i)) for i, _ in loaded.similar_items("i7", k=10)]
     assert rows.tolist() == expected
     allowed = np.array([i % 2 == 0 for i in range(600)])
-    filtered, _ = similar.similar_rows(7, k=10, allowed=allowed, allowed_rows=np.flatnonzero(allowed))
+    filtered, _ = similar.similar_rows(7, k=10, allowed=RowFilter(allowed, np.flatnonzero(allowed)))
     assert filtered.tolist() == [int(loaded.row_of(i)) for i, _ in loaded.similar_items("i7", k=10, tags=["even"])]
 
     unfinished = (loaded.neighbours[0].copy(), loaded.neighbours[1].copy())

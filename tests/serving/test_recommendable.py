@@ -33,14 +33,18 @@ def shrunk_shop(shop):
     return dataset, no_image, unlisted, probe
 
 
-@pytest.mark.parametrize("cached", [200, 3])    # 3: filters fall back to rescoring every candidate
-def test_items_without_a_usable_image_are_never_recommended(shop, app_factory, shrunk_shop, monkeypatch, cached):
+@pytest.mark.parametrize("cached, ann_min_items", [(200, 30_000), (3, 30_000), (200, 0), (3, 0)])
+def test_items_without_a_usable_image_are_never_recommended(shop, app_factory, shrunk_shop, monkeypatch, cached,
+                                                            ann_min_items):
+    """cached 3: filters fall back to rescoring every candidate; ann_min_items 0: the best items
+    come from the IVF, as for a large catalogue."""
     from visrec_pipelines.serving import queries
 
     monkeypatch.setattr(queries, "TOP_CACHED", cached)
     dataset, no_image, unlisted, _ = shrunk_shop
     hidden = no_image | {unlisted}
-    with TestClient(app_factory(dataset, serving_encoder="none")) as client:
+    with TestClient(app_factory(dataset, serving_encoder="none", ann_min_items=ann_min_items)) as client:
+        assert (client.get("/status").json()["champion"]["ann_recall"] is None) == (ann_min_items > 0)
         for user in [*shop.split.train.user_ids, "someone-new"]:
             for tags in ([], ["red"], ["shoe"], ["blue", "dotted"]):
                 body = client.get(f"/recommendations/{user}", params={"k": 48, "tags": tags}).json()
@@ -63,3 +67,17 @@ def test_similar_items_never_show_an_item_the_catalogue_dropped(app_factory, shr
             titles = shop.items(dataset).set_index("item_id")["title"]
             assert all(i["title"] == titles[i["item_id"]] for i in body["items"])   # each card is its own
             assert len(shown) == len(set(shown))
+
+
+def test_a_large_catalogues_ivf_recommends_what_the_full_scan_does(shop, app_factory):
+    """On this small shop the IVF has one list, so its answers must be the scan's exactly."""
+    with TestClient(app_factory("demo", serving_encoder="none")) as exact, \
+            TestClient(app_factory("demo", serving_encoder="none", ann_min_items=0)) as ann:
+        assert ann.get("/status").json()["champion"]["ann_recall"] == 1.0
+        for user in shop.split.train.user_ids:
+            for tags in ([], ["red"]):
+                want = [i["item_id"] for i in exact.get(f"/recommendations/{user}", params={"k": 20, "tags": tags})
+                        .json()["items"]]
+                got = [i["item_id"] for i in ann.get(f"/recommendations/{user}", params={"k": 20, "tags": tags})
+                       .json()["items"]]
+                assert got == want and want, (user, tags)

@@ -59,6 +59,7 @@ class ExactIndex:
         self.source = source  # e.g. the Milvus collection this snapshot was taken from
         # (rows, scores) of each item's precomputed top neighbours (index.neighbours), or None
         self.neighbours = neighbours if neighbours is None or len(neighbours[0]) == n else None
+        self.ivf: np.ndarray | None = None   # a serialised ``ann.IVFIndex`` over the vectors, or None
         self._row = {item_id: row for row, item_id in enumerate(self.item_ids)}
         if len(self._row) != n:
             raise ValueError("item ids must be unique")
@@ -142,6 +143,8 @@ class ExactIndex:
         # a server polling this file sees the old or the new snapshot, never a half-written one
         table = {} if self.neighbours is None else {"neighbour_rows": self.neighbours[0],
                                                      "neighbour_scores": self.neighbours[1]}
+        if self.ivf is not None:
+            table["ivf"] = self.ivf
         return write_atomically(path, lambda f: np.savez(
             f, item_ids=self.item_ids, vectors=self.vectors, categories=self.categories, tags=tags,
             source=np.asarray(self.source), **table))
@@ -155,7 +158,9 @@ class ExactIndex:
                     if "tags" in data else [[] for _ in range(n)])
             source = str(data["source"]) if "source" in data else str(path)
             table = ((data["neighbour_rows"], data["neighbour_scores"]) if "neighbour_rows" in data else None)
-            return cls(data["item_ids"], data["vectors"], categories, tags, source=source, neighbours=table)
+            index = cls(data["item_ids"], data["vectors"], categories, tags, source=source, neighbours=table)
+            index.ivf = data["ivf"] if "ivf" in data else None
+            return index
 
     @classmethod
     def from_milvus(cls, milvus_index, batch_size: int | None = None) -> ExactIndex:

@@ -5,13 +5,17 @@ Exact (blocked matrix products) up to ``EXACT_MAX_ITEMS`` items: quadratic, ~4 s
 finds them: each item is compared with ~8/(4√n) of the catalogue, so the cost grows as n^1.5 instead
 of n², and at 100k items the table takes about half a minute with ~99% of the exact neighbours.
 Serving computes small tables itself at load time; the ``item_index`` asset stores large ones in the
-snapshot (``ExactIndex.neighbours``), so a server starts in seconds whatever the catalogue's size.
+snapshot (``ExactIndex.neighbours``), so a server starts in seconds whatever the catalogue's size,
+and with them the inverted-file index itself (``ExactIndex.ivf``): serving answers the queries the
+table cannot (a filter few neighbours pass, a picture) from it instead of scanning (``index.ann``).
 """
 from __future__ import annotations
 
 import numpy as np
 
-EXACT_MAX_ITEMS = 30_000
+from .ann import ANN_MIN_ITEMS, IVFIndex
+
+EXACT_MAX_ITEMS = ANN_MIN_ITEMS
 NEIGHBOURS = 400                   # per item, within the budget below
 TABLE_BUDGET_BYTES = 64 * 2**20    # rows (int32) + scores (float32)
 BLOCK = 512
@@ -26,9 +30,15 @@ def table_size(n_items: int, neighbours: int = NEIGHBOURS, budget_bytes: int = T
     return min(neighbours, max(n_items - 1, 0), max(fits, 100))
 
 
-def table_for_snapshot(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The table a snapshot carries: only for catalogues too large for serving to compute at start."""
-    return neighbour_table(vectors, table_size(len(vectors))) if len(vectors) > EXACT_MAX_ITEMS else None
+def prepare_snapshot(snapshot) -> None:
+    """What an ``ExactIndex`` snapshot carries for serving: for catalogues too large for serving
+    to compute the table at start, the table and the inverted-file index it was found with."""
+    if len(snapshot) <= EXACT_MAX_ITEMS:
+        snapshot.neighbours = snapshot.ivf = None
+        return
+    ivf = IVFIndex(snapshot.vectors)
+    snapshot.neighbours = approximate_table(snapshot.vectors, table_size(len(snapshot)), ivf=ivf)
+    snapshot.ivf = ivf.to_bytes()
 
 
 def neighbour_table(vectors: np.ndarray, m: int, exact_max_items: int = EXACT_MAX_ITEMS,
@@ -55,18 +65,11 @@ def exact_table(vectors: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, scores
 
 
-def approximate_table(vectors: np.ndarray, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    import faiss
-
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, dim = vectors.shape
-    lists = int(4 * np.sqrt(n))
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(seed)
-    index.train(vectors[rng.choice(n, min(n, 40 * lists), replace=False)])   # 40 points a list: faiss' advice
-    index.add(vectors)
-    index.nprobe = PROBES
-    scores, rows = index.search(vectors, m + 1)
+def approximate_table(vectors: np.ndarray, m: int, seed: int = 0,
+                      ivf: IVFIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
+    ivf = IVFIndex(vectors, seed=seed) if ivf is None else ivf
+    n = ivf.n
+    scores, rows = ivf.search_many(ivf.vectors, m + 1, PROBES)
     itself = rows == np.arange(n)[:, None]
     # drop each item itself (or, when it was not found, its weakest neighbour), keep the order
     drop = np.where(itself.any(axis=1), itself.argmax(axis=1), m)

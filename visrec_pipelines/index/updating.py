@@ -20,7 +20,7 @@ import numpy as np
 
 from .exact import ExactIndex
 from .milvus_index import MilvusLocked
-from .neighbours import table_for_snapshot
+from .neighbours import prepare_snapshot
 
 
 @dataclass
@@ -56,7 +56,7 @@ def update_item_index(open_index: Callable, lite_file: Path | None, snapshot_pat
         collection, count, change = _apply(open_index, None, ids, vectors, categories, tags, titles, (), ())
     version = collection if change["mode"] == "full" else f"{collection}#{run_tag}"
     snapshot = ExactIndex(ids, vectors, categories, tags, source=version)
-    snapshot.neighbours = table_for_snapshot(snapshot.vectors)
+    prepare_snapshot(snapshot)
     snapshot.save(snapshot_path)
     return IndexUpdate(collection, count, version, snapshot, change, repairs)
 

@@ -2,7 +2,9 @@
 
 Scoring one user is the hot path. Factorised rankers (score = user_vectors @ item_vectors.T) score
 with one small matrix-vector product on arrays taken out of the model once at load; the others go
-through ``ranker.score`` for that one user.
+through ``ranker.score`` for that one user. A large catalogue's factorised champion also gets an
+inverted-file index over the items that may be shown (``best_items_index``): a user's best items
+are then a search of a few lists, not a product with every item.
 """
 import time
 from collections.abc import Callable
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..index.ann import IVFIndex
 from ..recsys.bundle import RankerBundle
 
 
@@ -46,6 +49,18 @@ class Champion:
             return vectors @ self.user_vectors[user_row]
         scores = np.asarray(self.bundle.ranker.score(np.asarray([user_row]))[0], dtype=np.float32)
         return scores.copy() if items is None else scores[items]
+
+    def best_items_index(self, shown: np.ndarray, k: int, min_items: int, seed: int = 0) -> IVFIndex | None:
+        """An IVF over the item vectors of the champion rows ``shown`` (mask), its probes tuned on
+        a sample of users to recall the exact top ``k``; None for a catalogue of ``min_items`` or
+        fewer, or a champion without vectors (those score every item)."""
+        if self.user_vectors is None or self.n_items <= min_items or not shown.any():
+            return None
+        rows = np.flatnonzero(shown)
+        index = IVFIndex(self.item_vectors[rows], ids=rows, seed=seed)
+        sample = np.random.default_rng(seed).choice(self.n_users, min(self.n_users, 200), replace=False)
+        index.tune(self.user_vectors[np.sort(sample)], k)
+        return index
 
     def seen_items(self, user_row: int) -> np.ndarray:
         if self.seen is None:

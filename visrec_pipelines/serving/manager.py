@@ -155,13 +155,15 @@ class StateManager:
             "champion": None if champion is None else {
                 "version": champion.version, "ranker": champion.ranker_name, "users": champion.n_users,
                 "items": champion.n_items, "loaded_at": _iso(champion.loaded_at),
-                "fast_path": champion.user_vectors is not None},
+                "fast_path": champion.user_vectors is not None,
+                "ann_recall": None if state.best_items is None else state.best_items.recall},
             "champion_alias_version": self.champions.alias_version,
             "fallback": self.champions.fallback,
             "index": None if index is None else {
                 "version": index.similar.version, "items": len(index.similar), "dim": index.similar.index.dim,
                 "loaded_at": _iso(index.loaded_at), "source": self.settings.index_source,
-                "location": index.location, "neighbour_table": index.similar.neighbour_rows is not None},
+                "location": index.location, "neighbour_table": index.similar.neighbour_rows is not None,
+                "ann_recall": None if index.similar.ann is None else index.similar.ann.recall},
             "catalogue_items": len(state.catalogue) if state is not None else 0,
             "problems": [self.public(p) for p in state.problems] if state is not None else [],
             "last_check_at": _iso(checks.last_check_at), "last_swap_at": _iso(checks.last_swap_at),

@@ -17,7 +17,7 @@ from .catalogue import ItemCatalogue
 from .champion import Champion
 from .problems import Unavailable
 from .row_maps import RowMaps
-from .similar import SimilarItems, fast_top_k
+from .similar import RowFilter, SimilarItems, fast_top_k
 
 
 class NotReady(Unavailable):
@@ -80,6 +80,8 @@ class ServingState:
         order, self.cold_ranks = reasons.diverse_popular_order(self.popularity[shown],
                                                                [catalogue.categories[r] for r in shown.tolist()])
         self.cold_rows = shown[order]
+        self.best_items = None if champion is None else \
+            champion.best_items_index(rows.hidden_bias == 0, TOP_CACHED, settings.ann_min_items)
         self._context = lru_cache(maxsize=settings.user_cache_size)(self._user_context)
         self._mask = lru_cache(maxsize=256)(self._champion_mask)
         self._candidates = lru_cache(maxsize=256)(self._champion_candidates)
@@ -161,19 +163,24 @@ class ServingState:
         them (exclusions applied) and, for each, the history item it looks most like. Built on the
         user's first request, then cached (LRU) with this state."""
         champion, cat, maps = self.champion, self.catalogue, self.rows
-        scores = champion.scores(user_row)
-        scores += maps.hidden_bias
         history = self.history_rows(user_id)
         in_champion = maps.cat_to_champ[history]
         excluded = np.union1d(champion.seen_items(user_row), in_champion[in_champion >= 0])
-        scores[excluded] = -np.inf                       # never what they already had
-        best = fast_top_k(scores, TOP_CACHED)
-        best = best[np.isfinite(scores[best])]
+        if self.best_items is not None:       # a large catalogue: the IVF's best, past the excluded
+            found, values = self.best_items.search(champion.user_vectors[user_row], TOP_CACHED + len(excluded))
+            keep = ~np.isin(found, excluded)
+            best, values, complete = found[keep][:TOP_CACHED], values[keep][:TOP_CACHED], False
+        else:
+            scores = champion.scores(user_row)
+            scores += maps.hidden_bias
+            scores[excluded] = -np.inf                       # never what they already had
+            best = fast_top_k(scores, TOP_CACHED)
+            best = best[np.isfinite(scores[best])]
+            values, complete = scores[best], len(best) == int(np.isfinite(scores).sum())
         recent = history[: self.settings.history_for_reasons]
         return _UserContext(top_rows=best.astype(np.int32), top_cat=maps.champ_to_cat[best].tolist(),
-                            top_values=scores[best].tolist(), twins=[UNKNOWN_TWIN] * len(best),
-                            twin_similarity=[0.0] * len(best), excluded=excluded,
-                            complete=len(best) == int(np.isfinite(scores).sum()),
+                            top_values=values.tolist(), twins=[UNKNOWN_TWIN] * len(best),
+                            twin_similarity=[0.0] * len(best), excluded=excluded, complete=complete,
                             tag_ranks=reasons.history_tag_ranks(cat.tags[r] for r in recent.tolist()),
                             recent_rows=recent)
 
@@ -294,8 +301,7 @@ class ServingState:
         if index_row < 0:
             raise NotFound(f"item {item_id!r} has no image vector in the item index (version "
                            f"{similar.version}): its image was rejected or it is newer than the index")
-        allowed, allowed_rows = self._index_filter(tags)
-        found, scores = similar.similar_rows(index_row, k, allowed, allowed_rows)
+        found, scores = similar.similar_rows(index_row, k, self._index_filter(tags))
         query_tags = cat.tag_sets[row]
         items = []
         for r, score in zip(self.rows.index_to_cat[found].tolist(), scores.tolist()):
@@ -307,8 +313,7 @@ class ServingState:
     def search_vector(self, vector: np.ndarray, k: int, tags: list[str]) -> dict:
         similar = self._need_index()
         cat = self.catalogue
-        _, allowed_rows = self._index_filter(tags)
-        found, scores = similar.search_rows(vector, k, allowed_rows)
+        found, scores = similar.search_rows(vector, k, self._index_filter(tags))
         items = [{**cat.card(r), "score": s, "reason": f"looks like your picture ({s:.2f})"}
                  for r, s in zip(self.rows.index_to_cat[found].tolist(), scores.tolist()) if r >= 0]
         return {"index_version": similar.version, "tags": tags, "k": k, "items": items}
@@ -331,11 +336,10 @@ class ServingState:
                  for b, r in zip(best.tolist(), rows[best].tolist())]
         return {"query": query, "tags": tags, "k": k, "items": items}
 
-    def _index_filter(self, tags: list[str]):
-        """(mask over index rows, sorted rows) the catalogue lists and carrying every tag, or
-        (None, None) for no filter."""
+    def _index_filter(self, tags: list[str]) -> RowFilter | None:
+        """The index rows the catalogue lists and carrying every tag, or None for no filter."""
         if not tags and self.rows.listed_index_rows is None:
-            return None, None
+            return None
         return self._index_masks(tuple(tags))
 
     def _index_mask(self, tags: tuple[str, ...]):
@@ -345,4 +349,4 @@ class ServingState:
             rows = np.intersect1d(rows, listed, assume_unique=True)
         mask = np.zeros(len(self.similar), dtype=bool)
         mask[rows] = True
-        return mask, rows
+        return RowFilter(mask, rows)

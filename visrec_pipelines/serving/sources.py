@@ -230,7 +230,7 @@ def read_state(settings: Settings, champion: Champion | None, index: IndexSnapsh
     catalogue = ItemCatalogue(settings.dataset_folder(), similar.index if similar else None)
     rows = RowMaps(catalogue, champion, similar)
     warehouse = settings.warehouse_for()
-    problems: list[str] = []
+    problems: list[str] = [similar.problem] if similar is not None and similar.problem else []
     histories = read_histories(warehouse, catalogue, champion, rows, problems)
     return ServingState(settings, champion, index, catalogue, rows, histories,
                         read_index_encoder_id(warehouse, problems), tuple(problems),

@@ -40,6 +40,8 @@ class ChampionStatus(BaseModel):
     items: int
     loaded_at: str | None
     fast_path: bool
+    ann_recall: float | None = Field(None, description="recall of the exact top 200 by the IVF the best items "
+                                                       "come from (large catalogues); null: every item scored")
 
 
 class IndexStatus(BaseModel):
@@ -50,6 +52,8 @@ class IndexStatus(BaseModel):
     source: str
     location: str = Field(description="which snapshot file or Milvus server (no absolute path)")
     neighbour_table: bool
+    ann_recall: float | None = Field(None, description="recall of the exact top 50 by the IVF that filtered and "
+                                                       "picture searches use (large catalogues); null: exact scans")
 
 
 class ImageSearchStatus(BaseModel):
