@@ -100,6 +100,19 @@ def test_definitions_load_with_all_checks(settings):
             "item_id_known", "orphan_fraction_within_threshold"} <= checks
 
 
+def test_the_critical_path_starts_first_when_steps_wait_for_a_slot(settings):
+    """embeddings -> split -> the slowest ranker -> evaluation outrank the image assets nothing ranks with."""
+    job = build_definitions(settings).get_job_def("main")
+    priority = {node.name: int(node.definition.tags.get("dagster/priority", 0)) for node in job.graph.nodes}
+    critical = [priority[n] for n in ("interaction_split", "ranker_evaluation", "ranker_bpr", "ranker_ease")]
+    background = [priority[n] for n in ("product_colours", "text_embeddings", "tag_heads", "fine_tuned_encoder")]
+    assert min(critical) > max(background)
+    assert priority["ranker_two_stage"] > max(p for n, p in priority.items() if n != "ranker_two_stage")
+    embedding = next(n for n in job.graph.nodes if n.name == "image_embeddings").definition
+    shard = next(d for d in embedding.node_defs if d.name == "embed_shard")
+    assert int(shard.tags["dagster/priority"]) > max(background)
+
+
 def test_a_ranker_that_fails_or_is_switched_off_is_left_out_not_everyone(settings, monkeypatch):
     from visrec_pipelines.recsys import zoo
 

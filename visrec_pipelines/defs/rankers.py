@@ -32,6 +32,12 @@ GATE = "promotion_gate"
 TRAINED = "trained"
 BEYOND_ACCURACY = ("diversity@20", "novelty@20")   # in the evaluation table, not gated on
 ENOUGH = "enough_interactions"
+# dagster/priority (higher starts first when steps wait for a slot of the multiprocess or Celery
+# executor). A run's critical path is embeddings -> split -> the slowest ranker -> evaluation, so
+# the rankers and the evaluation go before the image assets nothing ranks with (tags, colours,
+# fine-tuning), which then fill the slots beside the evaluation; the default is 0.
+PRIORITY = "dagster/priority"
+EVALUATION_PRIORITY = "5"
 
 
 class SplitConfig(Config):
@@ -42,6 +48,7 @@ class SplitConfig(Config):
 @asset(group_name=GROUP, partitions_def=DATASETS,
        check_specs=[AssetCheckSpec(ENOUGH, asset="interaction_split", partitions_def=DATASETS, blocking=True,
                                    description="Rankers need enough users with positives.")],
+       op_tags={PRIORITY: EVALUATION_PRIORITY},
        description="Positives, catalogue and per-user chronological 80/20 split "
                    "(../shared/docs/evaluation.md), with a validation slice carved from train.")
 def interaction_split(context: AssetExecutionContext, config: SplitConfig, datasets: DatasetsResource,
@@ -78,6 +85,7 @@ def ranker_asset(name: str):
            check_specs=[AssetCheckSpec(TRAINED, asset=f"ranker_{name}", partitions_def=DATASETS,
                                        description="It trained; a ranker that fails is left out of the "
                                                    "evaluation instead of failing everyone's promotion.")],
+           op_tags={PRIORITY: str(zoo.rankers()[name].train_priority)},
            description=f"The {name} ranker trained under the protocol.")
     def _train(context: AssetExecutionContext, config: RankerConfig, interaction_split):
         if not config.train:
@@ -113,6 +121,7 @@ RANKER_ASSETS = [ranker_asset(name) for name in zoo.names()]
 
 
 @asset(group_name=GROUP, partitions_def=DATASETS, ins={f"ranker_{n}": AssetIn() for n in zoo.names()},
+       op_tags={PRIORITY: EVALUATION_PRIORITY},
        description="Every ranker scored by our metric code on the test split; each an MLflow run and a "
                    "registered pyfunc version.")
 def ranker_evaluation(context: AssetExecutionContext, datasets: DatasetsResource, registry: RegistryResource,

@@ -76,7 +76,7 @@ def embedding_shards(config: EmbeddingConfig):
         yield DynamicOutput((shard, config.batch_size), mapping_key=shard.key)
 
 
-@op(out=Out(io_manager_key=EMBEDDING_STEP_IO))
+@op(out=Out(io_manager_key=EMBEDDING_STEP_IO), tags={"dagster/priority": "5"})   # on the critical path
 def embed_shard(context: OpExecutionContext, task: tuple, datasets: DatasetsResource, encoder: EncoderResource,
                 raw_images: pd.DataFrame) -> EmbeddingReport:
     """Embed one shard's new or changed images into the shared store (and drop its removed items)."""

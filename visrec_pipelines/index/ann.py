@@ -75,7 +75,7 @@ class IVFIndex:
                 return self.recall
             self.nprobe = min(2 * self.nprobe, self.lists)
 
-    def search(self, query: np.ndarray, k: int, allowed: "Filter | None" = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query: np.ndarray, k: int, allowed: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the best ``k`` for one query, best first; fewer when the lists probed
         held fewer (a filter far from the query)."""
         nprobe = self.nprobe if allowed is None else \

@@ -73,6 +73,9 @@ class Ranker(ABC):
     # above this many training events the grid is not searched (the defaults are fitted once): for
     # rankers whose every fit grows faster than the events and cannot be stopped part-way
     grid_max_events: ClassVar[int | None] = None
+    # its asset's dagster/priority: where steps wait for an executor slot, the slowest ranker starts
+    # first (the evaluation waits for the last ranker to finish)
+    train_priority: ClassVar[int] = 5
 
     def __init__(self, seed: int = 0):
         self.seed = seed

@@ -53,6 +53,7 @@ OPTIONAL_SIGNALS = ("visual_max", "visual_latest", "visual_profile")
 @register(order=110)
 class TwoStageRanker(Ranker):
     name = "two_stage"
+    train_priority = 10          # the slowest to train: it fits its candidate sources three times
 
     def __init__(self, max_trees: int = 400, patience: int = 25, threads: int = 1, seed: int = 0,
                  nominate: dict | None = None, drop_signals: tuple[str, ...] = (), label_slices: int = 2):
