@@ -25,19 +25,13 @@ from ..registry import GATE_METRICS
 from ..resources import DatasetsResource, RegistryResource
 from .metadata import dataset_metadata, table_preview
 from .partitions import DATASETS
-from .vision import aligned_features
+from .vision import CRITICAL_PATH, PRIORITY, aligned_features
 
 GROUP = "rankers"
 GATE = "promotion_gate"
 TRAINED = "trained"
 BEYOND_ACCURACY = ("diversity@20", "novelty@20")   # in the evaluation table, not gated on
 ENOUGH = "enough_interactions"
-# dagster/priority (higher starts first when steps wait for a slot of the multiprocess or Celery
-# executor). A run's critical path is embeddings -> split -> the slowest ranker -> evaluation, so
-# the rankers and the evaluation go before the image assets nothing ranks with (tags, colours,
-# fine-tuning), which then fill the slots beside the evaluation; the default is 0.
-PRIORITY = "dagster/priority"
-EVALUATION_PRIORITY = "5"
 
 
 class SplitConfig(Config):
@@ -48,7 +42,7 @@ class SplitConfig(Config):
 @asset(group_name=GROUP, partitions_def=DATASETS,
        check_specs=[AssetCheckSpec(ENOUGH, asset="interaction_split", partitions_def=DATASETS, blocking=True,
                                    description="Rankers need enough users with positives.")],
-       op_tags={PRIORITY: EVALUATION_PRIORITY},
+       op_tags={PRIORITY: CRITICAL_PATH},
        description="Positives, catalogue and per-user chronological 80/20 split "
                    "(../shared/docs/evaluation.md), with a validation slice carved from train.")
 def interaction_split(context: AssetExecutionContext, config: SplitConfig, datasets: DatasetsResource,
@@ -121,7 +115,7 @@ RANKER_ASSETS = [ranker_asset(name) for name in zoo.names()]
 
 
 @asset(group_name=GROUP, partitions_def=DATASETS, ins={f"ranker_{n}": AssetIn() for n in zoo.names()},
-       op_tags={PRIORITY: EVALUATION_PRIORITY},
+       op_tags={PRIORITY: CRITICAL_PATH},
        description="Every ranker scored by our metric code on the test split; each an MLflow run and a "
                    "registered pyfunc version.")
 def ranker_evaluation(context: AssetExecutionContext, datasets: DatasetsResource, registry: RegistryResource,

@@ -69,6 +69,14 @@ def _config_for_steps(config: dict) -> dict:
     return {"embedding_shards": {"config": config}}
 
 
+# dagster/priority (higher starts first when steps wait for a slot of the multiprocess or Celery
+# executor). A run's critical path is embeddings -> split -> the slowest ranker -> evaluation, so
+# those steps go before the image assets nothing ranks with (tags, colours, fine-tuning), which
+# then fill the slots beside the evaluation; the default is 0 (rankers: ``Ranker.train_priority``).
+PRIORITY = "dagster/priority"
+CRITICAL_PATH = "5"
+
+
 @op(out=DynamicOut(io_manager_key=EMBEDDING_STEP_IO))
 def embedding_shards(config: EmbeddingConfig):
     """One step per shard follows: the executor runs them side by side (processes, Celery workers)."""
@@ -76,7 +84,7 @@ def embedding_shards(config: EmbeddingConfig):
         yield DynamicOutput((shard, config.batch_size), mapping_key=shard.key)
 
 
-@op(out=Out(io_manager_key=EMBEDDING_STEP_IO), tags={"dagster/priority": "5"})   # on the critical path
+@op(out=Out(io_manager_key=EMBEDDING_STEP_IO), tags={PRIORITY: CRITICAL_PATH})
 def embed_shard(context: OpExecutionContext, task: tuple, datasets: DatasetsResource, encoder: EncoderResource,
                 raw_images: pd.DataFrame) -> EmbeddingReport:
     """Embed one shard's new or changed images into the shared store (and drop its removed items)."""

@@ -75,13 +75,19 @@ class IVFIndex:
                 return self.recall
             self.nprobe = min(2 * self.nprobe, self.lists)
 
+    def tune_on(self, pool: np.ndarray, k: int, seed: int = 0) -> float:
+        """``tune`` on a fixed random sample of TUNE_QUERIES rows of ``pool`` (the kind of vector
+        the index will be asked with: users' vectors, items' own)."""
+        sample = np.random.default_rng(seed).choice(len(pool), min(len(pool), TUNE_QUERIES), replace=False)
+        return self.tune(pool[np.sort(sample)], k)
+
     def search(self, query: np.ndarray, k: int, allowed: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the best ``k`` for one query, best first; fewer when the lists probed
         held fewer (a filter far from the query)."""
         nprobe = self.nprobe if allowed is None else \
             min(self.lists, int(np.ceil(self.nprobe / max(allowed.share, 1e-6))))
         scores, ids = self.search_many(np.asarray(query, dtype=np.float32)[None, :], k, nprobe,
-                                   None if allowed is None else allowed.selector)
+                                       None if allowed is None else allowed.selector)
         found = ids[0] >= 0
         return ids[0][found], scores[0][found]
 

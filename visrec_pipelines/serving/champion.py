@@ -58,8 +58,7 @@ class Champion:
             return None
         rows = np.flatnonzero(shown)
         index = IVFIndex(self.item_vectors[rows], ids=rows, seed=seed)
-        sample = np.random.default_rng(seed).choice(self.n_users, min(self.n_users, 200), replace=False)
-        index.tune(self.user_vectors[np.sort(sample)], k)
+        index.tune_on(self.user_vectors, k, seed)
         return index
 
     def seen_items(self, user_row: int) -> np.ndarray:

@@ -56,8 +56,7 @@ class SimilarItems:
         if index.ivf is not None:       # stored with a large snapshot
             try:
                 self.ann = IVFIndex.from_bytes(index.ivf, index.vectors)
-                sample = np.random.default_rng(0).choice(n, min(n, 200), replace=False)
-                self.ann.tune(index.vectors[np.sort(sample)], TUNE_K)
+                self.ann.tune_on(index.vectors, TUNE_K)
             except Exception as exc:    # a damaged index only costs speed: scan instead
                 self.ann = None
                 self.problem = f"the snapshot's IVF index cannot be used ({type(exc).__name__}: {exc}); scanning"
