@@ -92,3 +92,26 @@ def test_only_catalogues_above_the_limit_carry_an_ivf(n, monkeypatch):
     snapshot = ExactIndex([f"i{i}" for i in range(n)], clustered(n))
     neighbours.prepare_snapshot(snapshot)
     assert (snapshot.ivf is not None) == (n > 1000) and (snapshot.neighbours is not None) == (n > 1000)
+
+
+def test_a_filter_far_from_the_query_is_searched_in_every_list_exactly_not_scanned(monkeypatch):
+    """A colour the item's neighbourhood lacks: the probed lists hold none of the filter's rows, so
+    the IVF is asked again in every list (exact over the filter's rows, no gather of them)."""
+    monkeypatch.setattr(neighbours, "EXACT_MAX_ITEMS", 1000)
+    vectors = clustered(clusters=40)
+    snapshot = ExactIndex([f"i{i}" for i in range(len(vectors))], vectors)
+    neighbours.prepare_snapshot(snapshot)
+    similar = SimilarItems(snapshot, neighbours=20, table_max_items=100)
+    query = 0
+    far = np.argsort(vectors @ vectors[query])[:300]                   # the rows least like the query
+    mask = np.zeros(len(vectors), dtype=bool)
+    mask[far] = True
+    allowed = RowFilter(mask, np.sort(far))
+    similar.ann.nprobe = 1                  # as few probes as a well-clustered large catalogue needs
+    assert len(similar.ann.search(vectors[query], 11, allowed.ann)[0]) < 10     # the usual probes miss
+    scanned = []
+    monkeypatch.setattr(similar, "_scan", lambda *a, **k: scanned.append(a) or (np.empty(0, int), np.empty(0)))
+    rows, scores = similar.similar_rows(query, k=10, allowed=allowed)
+    expected = np.sort(far)[top_k((vectors[np.sort(far)] @ vectors[query])[None, :], 10)[0]]
+    assert not scanned and rows.tolist() == expected.tolist()
+    assert np.allclose(scores, vectors[rows] @ vectors[query], atol=1e-5)

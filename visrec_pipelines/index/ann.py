@@ -81,10 +81,12 @@ class IVFIndex:
         sample = np.random.default_rng(seed).choice(len(pool), min(len(pool), TUNE_QUERIES), replace=False)
         return self.tune(pool[np.sort(sample)], k)
 
-    def search(self, query: np.ndarray, k: int, allowed: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query: np.ndarray, k: int, allowed: Filter | None = None,
+               everywhere: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the best ``k`` for one query, best first; fewer when the lists probed
-        held fewer (a filter far from the query)."""
-        nprobe = self.nprobe if allowed is None else \
+        held fewer (a filter far from the query). ``everywhere``: probe every list, which with a
+        filter is an exact search of just its rows (faiss checks the bitmap before it computes)."""
+        nprobe = self.lists if everywhere else self.nprobe if allowed is None else \
             min(self.lists, int(np.ceil(self.nprobe / max(allowed.share, 1e-6))))
         scores, ids = self.search_many(np.asarray(query, dtype=np.float32)[None, :], k, nprobe,
                                        None if allowed is None else allowed.selector)
