@@ -182,3 +182,27 @@ def test_a_significant_gain_that_drops_cold_recall_is_still_refused():
     challenger = per_user(champion["ndcg@20"].to_numpy() + 0.05, cold=np.full(300, 0.05))
     decision = promotion.decide(metrics_of(challenger), metrics_of(champion), significance=0.05)
     assert not decision.promote and "Cold Recall" in decision.reasons[-1]
+
+
+def test_a_registered_ranker_pins_what_loading_it_needs(settings, split):
+    """The requirements are read from what the bundle pickles (MLflow's own inference loads each
+    model in a subprocess): the project, the pyfunc's packages, and a model's own libraries."""
+    import io
+    from pathlib import Path
+
+    import torch
+
+    import mlflow
+    from visrec_pipelines.registry import _RecordingPickler, pinned_requirements
+
+    registry = settings.registry("pins")
+    _, _, version = register(registry, split, MostPop())
+    local = mlflow.artifacts.download_artifacts(f"models:/{registry.model_name}/{version}",
+                                                tracking_uri=registry.tracking_uri)
+    pinned = (Path(local) / "requirements.txt").read_text().split()
+    names = {line.split("==")[0] for line in pinned}
+    assert {"visrec", "mlflow", "numpy", "pandas", "scipy", "cloudpickle"} <= names and "torch" not in names
+    assert all("==" in line for line in pinned)
+    recorder = _RecordingPickler(io.BytesIO())
+    with_torch = pinned_requirements(recorder.dump_recording({"weights": torch.zeros(3)}))
+    assert any(line.startswith("torch==") for line in with_torch)
