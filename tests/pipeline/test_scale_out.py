@@ -1,6 +1,6 @@
 """The production path on one machine: the same code location with Dagster on PostgreSQL, each step
-in its own process (multiprocess executor), and MLflow as a tracking server over HTTP.
-(A Milvus server is the one piece this machine cannot run; MILVUS_URI switches to it.)"""
+in its own process (multiprocess executor), and MLflow as a tracking server over HTTP, in one run.
+(The Milvus server path is tested in tests/index/test_milvus_server.py.)"""
 import os
 import shutil
 import subprocess
@@ -9,7 +9,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from visrec_pipelines.data.demo import generate_demo
@@ -40,64 +39,48 @@ def mlflow_server(tmp_path, free_port, spawn):
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_whole_graph_with_postgres_multiprocess_and_an_mlflow_server(isolated_env, postgres_db, mlflow_server,
-                                                                     monkeypatch):
-    shutil.copy(REPO / "deploy" / "postgres" / "dagster.yaml", isolated_env / "dagster_home" / "dagster.yaml")
-    env = {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USERNAME": "postgres",
-           "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": postgres_db, "MLFLOW_TRACKING_URI": mlflow_server,
-           "VISREC_EXECUTOR": "multiprocess", "VISREC_MAX_CONCURRENT": "2", "VISREC_AUTOMATION": "off"}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    generate_demo(isolated_env / "assets" / "demo", n_items=40, n_users=16, seed=5)
-    from dagster import DagsterInstance
-
-    from visrec_pipelines.defs.partitions import register_dataset
-
-    with DagsterInstance.get() as instance:                     # what `visrec data ...` does for a new dataset
-        register_dataset(instance, "demo")
-    done = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "visrec_pipelines.definitions",
-                           "--select", "*", "--partition", "demo"], env=dict(os.environ), capture_output=True,
-                          text=True, timeout=840)
-    assert done.returncode == 0, done.stderr[-4000:]
-
-    with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=postgres_db) as conn:
-        cur = conn.cursor()
-        cur.execute("SELECT status FROM runs")
-        assert [row[0] for row in cur.fetchall()] == ["SUCCESS"]
-        cur.execute("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'STEP_WORKER_STARTED'")
-        assert cur.fetchone()[0] >= 10                       # steps ran in their own processes
-        cur.execute("SELECT count(DISTINCT asset_key) FROM event_logs "
-                    "WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
-        assert cur.fetchone()[0] >= 20
-
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
-    champion = client.get_model_version_by_alias("visrec-ranker-demo", "champion")
-    assert champion.tags.get("gate_decision") == "promoted"
-    assert not (isolated_env / "mlflow" / "mlflow.db").exists()   # nothing fell back to the local store
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_visrec_run_puts_steps_in_processes_of_their_own_with_the_multiprocess_executor(tmp_path):
-    """``run_pipeline`` (what ``visrec run`` calls) honours ``executor``: the steps rebuild the job
-    from the settings it hands them through the environment, and land in the same warehouse."""
+def test_visrec_run_on_postgres_with_steps_in_processes_of_their_own_and_an_mlflow_server(
+        tmp_path, postgres_db, mlflow_server, monkeypatch):
+    """``run_pipeline`` (what ``visrec run`` calls) with the production pieces: Dagster's storage in
+    PostgreSQL, the multiprocess executor (the steps rebuild the job from the settings it hands them
+    through the environment, and land in the same warehouse) and MLflow as a server over HTTP.
+    (The command line ``dagster asset materialize`` path runs in test_celery.)"""
+    import psycopg2
     from dagster import DagsterEventType
 
+    from mlflow import MlflowClient
     from visrec_pipelines.runner import dagster_instance, run_pipeline
     from visrec_pipelines.settings import Settings
 
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "deploy" / "postgres" / "dagster.yaml", home / "dagster.yaml")
+    for key, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USERNAME": "postgres",
+                       "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": postgres_db}.items():
+        monkeypatch.setenv(key, value)
     settings = Settings(root=tmp_path, assets=tmp_path / "assets", warehouse=tmp_path / "warehouse",
-                        dagster_home=tmp_path / "dagster_home", dataset="demo", executor="multiprocess",
-                        max_concurrent=2, automation=False)
+                        dagster_home=home, dataset="demo", executor="multiprocess", max_concurrent=2,
+                        automation=False, mlflow_tracking_uri=mlflow_server)
     generate_demo(tmp_path / "assets" / "demo", n_items=40, n_users=16, seed=5)
     ours = ("VISREC_", "DAGSTER_HOME", "MLFLOW_TRACKING_URI", "MILVUS_")
     before = {k: v for k, v in os.environ.items() if k.startswith(ours)}
     assert run_pipeline(echo=lambda _: None, settings=settings)
     assert {k: v for k, v in os.environ.items() if k.startswith(ours)} == before   # lent, not left behind
+
     with dagster_instance(settings) as instance:
         run = instance.get_runs(limit=1)[0]
         workers = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_WORKER_STARTED).records
-        assert run.tags["dagster/partition"] == "demo" and len(workers) >= 10
+        assert run.tags["dagster/partition"] == "demo" and len(workers) >= 10    # steps in their own processes
     assert (tmp_path / "warehouse" / "demo" / "item_index.npz").exists()
+    with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=postgres_db) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT status FROM runs")
+        assert [row[0] for row in cur.fetchall()] == ["SUCCESS"]
+        cur.execute("SELECT count(DISTINCT asset_key) FROM event_logs "
+                    "WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
+        assert cur.fetchone()[0] >= 20
+
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    champion = client.get_model_version_by_alias("visrec-ranker-demo", "champion")
+    assert champion.tags.get("gate_decision") == "promoted"
+    assert not (tmp_path / "mlflow" / "mlflow.db").exists()      # nothing fell back to the local store
