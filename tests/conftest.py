@@ -88,6 +88,30 @@ def postgres_db(postgres_url):
 
 
 @pytest.fixture
+def stored_in_postgres(postgres_db):
+    """Checks that ``postgres_db`` holds exactly one Dagster run, successful, with at least
+    ``min_assets`` assets materialised; returns an open cursor on it for more questions."""
+    import psycopg2
+
+    connections = []
+
+    def check(min_assets: int = 20):
+        conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=postgres_db)
+        connections.append(conn)
+        cur = conn.cursor()
+        cur.execute("SELECT status FROM runs")
+        assert [row[0] for row in cur.fetchall()] == ["SUCCESS"]
+        cur.execute("SELECT count(DISTINCT asset_key) FROM event_logs "
+                    "WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
+        assert cur.fetchone()[0] >= min_assets
+        return cur
+
+    yield check
+    for conn in connections:
+        conn.close()
+
+
+@pytest.fixture
 def free_port():
     """A callable giving a TCP port on 127.0.0.1 that is free right now."""
     def pick() -> int:

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from visrec_pipelines.data.demo import generate_demo
@@ -57,7 +56,7 @@ def celery_workers(production_env, spawn, tmp_path, rabbitmq_broker):
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_whole_graph_on_celery_workers_with_embedding_shards(production_env, postgres_db, celery_workers):
+def test_whole_graph_on_celery_workers_with_embedding_shards(production_env, stored_in_postgres, celery_workers):
     generate_demo(production_env / "assets" / "demo", n_items=40, n_users=16, seed=5)
     from dagster import DagsterInstance
 
@@ -71,16 +70,10 @@ def test_whole_graph_on_celery_workers_with_embedding_shards(production_env, pos
                           env=dict(os.environ), capture_output=True, text=True, timeout=1100)
     assert done.returncode == 0, done.stderr[-4000:]
 
-    with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=postgres_db) as conn:
-        cur = conn.cursor()
-        cur.execute("SELECT status FROM runs")
-        assert [row[0] for row in cur.fetchall()] == ["SUCCESS"]
-        cur.execute("SELECT count(DISTINCT asset_key) FROM event_logs "
-                    "WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
-        assert cur.fetchone()[0] >= 20
-        cur.execute("SELECT DISTINCT step_key FROM event_logs WHERE step_key LIKE 'image_embeddings.embed_shard%%' "
-                    "AND dagster_event_type = 'STEP_SUCCESS'")
-        assert len(cur.fetchall()) == 3                          # one step per shard
+    cur = stored_in_postgres(min_assets=20)
+    cur.execute("SELECT DISTINCT step_key FROM event_logs WHERE step_key LIKE 'image_embeddings.embed_shard%%' "
+                "AND dagster_event_type = 'STEP_SUCCESS'")
+    assert len(cur.fetchall()) == 3                              # one step per shard
 
     ran = [log.read_text().count("execute_plan") for log in celery_workers]
     assert all(count > 0 for count in ran), f"steps per worker log: {ran}"   # both workers took steps

@@ -40,12 +40,11 @@ def mlflow_server(tmp_path, free_port, spawn):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_visrec_run_on_postgres_with_steps_in_processes_of_their_own_and_an_mlflow_server(
-        tmp_path, postgres_db, mlflow_server, monkeypatch):
+        tmp_path, postgres_db, stored_in_postgres, mlflow_server, monkeypatch):
     """``run_pipeline`` (what ``visrec run`` calls) with the production pieces: Dagster's storage in
     PostgreSQL, the multiprocess executor (the steps rebuild the job from the settings it hands them
     through the environment, and land in the same warehouse) and MLflow as a server over HTTP.
     (The command line ``dagster asset materialize`` path runs in test_celery.)"""
-    import psycopg2
     from dagster import DagsterEventType
 
     from mlflow import MlflowClient
@@ -72,13 +71,7 @@ def test_visrec_run_on_postgres_with_steps_in_processes_of_their_own_and_an_mlfl
         workers = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_WORKER_STARTED).records
         assert run.tags["dagster/partition"] == "demo" and len(workers) >= 10    # steps in their own processes
     assert (tmp_path / "warehouse" / "demo" / "item_index.npz").exists()
-    with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=postgres_db) as conn:
-        cur = conn.cursor()
-        cur.execute("SELECT status FROM runs")
-        assert [row[0] for row in cur.fetchall()] == ["SUCCESS"]
-        cur.execute("SELECT count(DISTINCT asset_key) FROM event_logs "
-                    "WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
-        assert cur.fetchone()[0] >= 20
+    stored_in_postgres(min_assets=20)
 
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     champion = client.get_model_version_by_alias("visrec-ranker-demo", "champion")
