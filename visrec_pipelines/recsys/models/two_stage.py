@@ -156,7 +156,7 @@ class TwoStageRanker(Ranker):
                 if seen.shape[1] > EXACT_RANK_ITEMS:
                     heads[name] = _Heads(_masked(signals[name], seen))
                     heads[name].mark_top(chosen, n)
-                else:
+                else:      # as it always was (NaN left in): argpartition's ties fall as before
                     _mark_top(chosen, np.where(seen, -np.inf, signals[name]), n)
         chosen &= ~seen
         rows, items = np.nonzero(chosen)                             # grouped by user, items ascending
