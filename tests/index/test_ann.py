@@ -94,24 +94,40 @@ def test_only_catalogues_above_the_limit_carry_an_ivf(n, monkeypatch):
     assert (snapshot.ivf is not None) == (n > 1000) and (snapshot.neighbours is not None) == (n > 1000)
 
 
-def test_a_filter_far_from_the_query_is_searched_in_every_list_exactly_not_scanned(monkeypatch):
-    """A colour the item's neighbourhood lacks: the probed lists hold none of the filter's rows, so
-    the IVF is asked again in every list (exact over the filter's rows, no gather of them)."""
+def test_a_filter_far_from_the_query_is_searched_where_its_rows_are_not_scanned(monkeypatch):
+    """The rows least like an item (a colour its neighbourhood lacks) sit in none of the lists
+    nearest it: the lists probed are the nearest that hold the filter's rows, so k of them come
+    back without a scan, mostly the filter's exact best; every list holding them is exact."""
     monkeypatch.setattr(neighbours, "EXACT_MAX_ITEMS", 1000)
     vectors = clustered(clusters=40)
     snapshot = ExactIndex([f"i{i}" for i in range(len(vectors))], vectors)
     neighbours.prepare_snapshot(snapshot)
     similar = SimilarItems(snapshot, neighbours=20, table_max_items=100)
-    query = 0
-    far = np.argsort(vectors @ vectors[query])[:300]                   # the rows least like the query
-    mask = np.zeros(len(vectors), dtype=bool)
-    mask[far] = True
-    allowed = RowFilter(mask, np.sort(far))
-    similar.ann.nprobe = 1                  # as few probes as a well-clustered large catalogue needs
-    assert len(similar.ann.search(vectors[query], 11, allowed.ann)[0]) < 10     # the usual probes miss
+    ann = similar.ann
     scanned = []
     monkeypatch.setattr(similar, "_scan", lambda *a, **k: scanned.append(a) or (np.empty(0, int), np.empty(0)))
-    rows, scores = similar.similar_rows(query, k=10, allowed=allowed)
-    expected = np.sort(far)[top_k((vectors[np.sort(far)] @ vectors[query])[None, :], 10)[0]]
-    assert not scanned and rows.tolist() == expected.tolist()
-    assert np.allclose(scores, vectors[rows] @ vectors[query], atol=1e-5)
+    found, exact = [], []
+    for query in range(0, 200, 10):
+        far = np.sort(np.argsort(vectors @ vectors[query])[:300])
+        mask = np.zeros(len(vectors), dtype=bool)
+        mask[far] = True
+        own_lists = np.argsort(-(ann.centroids @ vectors[query]))[:ann.nprobe]
+        assert not np.isin(ann.list_of[far], own_lists).any()         # the usual probes hold none
+        rows, scores = similar.similar_rows(query, k=10, allowed=RowFilter(mask, far))
+        assert len(rows) == 10 and mask[rows].all()
+        assert np.allclose(scores, vectors[rows] @ vectors[query], atol=1e-5)
+        best = far[top_k((vectors[far] @ vectors[query])[None, :], 10)[0]]
+        found.append(rows)
+        exact.append(best)
+        everywhere, _ = ann.search(vectors[query], 10, Filter(mask), everywhere=True)
+        assert everywhere.tolist() == best.tolist()
+    assert not scanned and recall(found, exact) >= 0.7
+
+
+def test_probes_shrink_when_fewer_recall_enough():
+    vectors = clustered(clusters=20, dim=16)
+    ivf = IVFIndex(vectors)
+    ivf.nprobe = 64
+    reached = ivf.tune(vectors[::40], k=10, target=0.9)
+    assert reached >= 0.9 and ivf.nprobe < 64
+    assert ivf.tune(vectors[::40], k=10, target=0.9) == reached      # tuning again changes nothing

@@ -69,8 +69,13 @@ def test_similar_items_never_show_an_item_the_catalogue_dropped(app_factory, shr
             assert len(shown) == len(set(shown))
 
 
-def test_a_large_catalogues_ivf_recommends_what_the_full_scan_does(shop, app_factory):
-    """On this small shop the IVF has one list, so its answers must be the scan's exactly."""
+@pytest.mark.parametrize("cached", [200, 3])
+def test_a_large_catalogues_ivf_recommends_what_the_full_scan_does(shop, app_factory, monkeypatch, cached):
+    """On this small shop the IVF has one list, so its answers must be the scan's exactly; cached 3:
+    a filter leaves too few of the cached best, so the IVF is searched with the filter's bitmap."""
+    from visrec_pipelines.serving import queries
+
+    monkeypatch.setattr(queries, "TOP_CACHED", cached)
     with TestClient(app_factory("demo", serving_encoder="none")) as exact, \
             TestClient(app_factory("demo", serving_encoder="none", ann_min_items=0)) as ann:
         assert ann.get("/status").json()["champion"]["ann_recall"] == 1.0

@@ -7,11 +7,12 @@ lists, the same layout as ``neighbours.approximate_table``) compares a query wit
 nearest to it. How many lists (``nprobe``) is not guessed: ``tune`` raises it until the top k of a
 sample of real queries agree with the exact top k to ``TARGET_RECALL``, and says what it reached.
 
-A filter (a tag, a category) is a bitmap over the rows: faiss skips the rows outside it while it
-scans, and the number of lists probed grows with 1 / the filter's share of the catalogue, so a
-filtered query sees about as many passing rows as an unfiltered one sees rows. Fewer than k found
-(a filter whose rows all sit far away): ``search`` returns what it found and the caller scans the
-filter's rows exactly.
+A filter (a tag, a category) is a bitmap over the rows that faiss checks while it scans. The lists
+to probe are chosen for it: the lists nearest the query among those holding any of its rows, until
+they hold as many of its rows as an unfiltered search compares (``nprobe`` lists' worth). So a
+filter whose rows lie far from the query (a colour the item's neighbourhood lacks) is searched
+where its rows are, not in the query's own lists, and the search finds k of them whenever the
+filter has k rows.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class IVFIndex:
         index.add_with_ids(vectors, self.ids)
         self.index, self.vectors = index, vectors
         self.nprobe, self.recall = min(START_PROBES, self.lists), None
+        self._map_lists()
 
     def to_bytes(self) -> np.ndarray:
         """The trained, filled index as bytes (uint8), to store beside the vectors."""
@@ -59,21 +61,47 @@ class IVFIndex:
             raise ValueError(f"the stored index holds {self.index.ntotal} vectors, the snapshot {self.n}")
         self.ids = np.arange(self.n, dtype=np.int64)
         self.nprobe, self.recall = min(START_PROBES, self.lists), None
+        self._map_lists()
         return self
 
+    def _map_lists(self) -> None:
+        """Which list holds each id (-1: none), the lists' sizes and their centroids: a filter's
+        rows per list and the coarse scores of a filtered search come from these."""
+        import faiss
+
+        invlists = self.index.invlists
+        self.list_of = np.full(int(self.ids.max()) + 1 if self.n else 0, -1, dtype=np.int32)
+        for number in range(self.lists):
+            size = invlists.list_size(number)
+            if size:
+                self.list_of[faiss.rev_swig_ptr(invlists.get_ids(number), size)] = number
+        self.list_sizes = np.bincount(self.list_of[self.ids], minlength=self.lists)
+        self.centroids = self.index.quantizer.reconstruct_n(0, self.lists)
+
     def tune(self, queries: np.ndarray, k: int, target: float = TARGET_RECALL) -> float:
-        """Double ``nprobe`` until the mean recall@k over ``queries`` reaches ``target`` (or every
-        list is probed); returns the recall reached (also kept as ``recall``)."""
+        """The fewest probes (a power of two times the start) whose mean recall@k over ``queries``
+        reaches ``target``, or every list; returns the recall reached (also kept as ``recall``).
+        Fewer probes are tried too: a well-clustered catalogue needs fewer than the start."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(k, self.n)
         scores = queries @ self.vectors.T
         exact = self.ids[np.argpartition(-scores, k - 1, axis=1)[:, :k]]
-        while True:
-            found = self.search_many(queries, k, self.nprobe)[1]
-            self.recall = float(np.mean([len(np.intersect1d(f, e)) / k for f, e in zip(found, exact)]))
-            if self.recall >= target or self.nprobe >= self.lists:
-                return self.recall
-            self.nprobe = min(2 * self.nprobe, self.lists)
+
+        def recall_at(nprobe: int) -> float:
+            found = self.search_many(queries, k, nprobe)[1]
+            return float(np.mean([len(np.intersect1d(f, e)) / k for f, e in zip(found, exact)]))
+
+        nprobe, reached = self.nprobe, recall_at(self.nprobe)
+        while reached < target and nprobe < self.lists:
+            nprobe = min(2 * nprobe, self.lists)
+            reached = recall_at(nprobe)
+        while reached >= target and nprobe > 1:
+            fewer = recall_at(nprobe // 2)
+            if fewer < target:
+                break
+            nprobe, reached = nprobe // 2, fewer
+        self.nprobe, self.recall = nprobe, reached
+        return reached
 
     def tune_on(self, pool: np.ndarray, k: int, seed: int = 0) -> float:
         """``tune`` on a fixed random sample of TUNE_QUERIES rows of ``pool`` (the kind of vector
@@ -83,15 +111,36 @@ class IVFIndex:
 
     def search(self, query: np.ndarray, k: int, allowed: Filter | None = None,
                everywhere: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, scores) of the best ``k`` for one query, best first; fewer when the lists probed
-        held fewer (a filter far from the query). ``everywhere``: probe every list, which with a
-        filter is an exact search of just its rows (faiss checks the bitmap before it computes)."""
-        nprobe = self.lists if everywhere else self.nprobe if allowed is None else \
-            min(self.lists, int(np.ceil(self.nprobe / max(allowed.share, 1e-6))))
-        scores, ids = self.search_many(np.asarray(query, dtype=np.float32)[None, :], k, nprobe,
-                                       None if allowed is None else allowed.selector)
+        """(ids, scores) of the best ``k`` for one query, best first; fewer only when the lists
+        searched hold fewer. With a filter, the nearest lists holding its rows are probed until they
+        hold ``nprobe`` lists' worth of them. ``everywhere``: every list holding any (exact)."""
+        query = np.ascontiguousarray(query, dtype=np.float32)
+        if allowed is None and not everywhere:
+            scores, ids = self.search_many(query[None, :], k, self.nprobe)
+        else:
+            scores, ids = self._search_lists(query, k, allowed, everywhere)
         found = ids[0] >= 0
         return ids[0][found], scores[0][found]
+
+    def _search_lists(self, query: np.ndarray, k: int, allowed: Filter | None, everywhere: bool):
+        import faiss
+
+        coarse = self.centroids @ query
+        held = self.list_sizes if allowed is None else allowed.rows_per_list(self)
+        lists = np.flatnonzero(held)
+        lists = lists[np.argsort(-coarse[lists], kind="stable")]
+        if not everywhere:
+            enough = max(k, self.nprobe * self.n / self.lists)     # what an unfiltered search compares
+            lists = lists[: int(np.searchsorted(np.cumsum(held[lists]), enough)) + 1]
+        lists = lists.astype(np.int64)
+        centroid_scores = coarse[lists]
+        params = faiss.SearchParametersIVF(nprobe=len(lists), sel=None if allowed is None else allowed.selector)
+        scores, ids = np.empty((1, k), np.float32), np.full((1, k), -1, np.int64)
+        if len(lists):
+            self.index.search_preassigned_c(1, faiss.swig_ptr(query), k, faiss.swig_ptr(lists),
+                                            faiss.swig_ptr(centroid_scores), faiss.swig_ptr(scores),
+                                            faiss.swig_ptr(ids), False, params)
+        return scores, ids
 
     def search_many(self, queries: np.ndarray, k: int, nprobe: int, selector=None):
         """faiss' (scores, ids) of the best k per query row, -1 where fewer were found."""
@@ -103,12 +152,21 @@ class IVFIndex:
 
 
 class Filter:
-    """Rows a query may return, as faiss wants them (a bitmap it checks while scanning)."""
+    """Rows a query may return, as faiss wants them (a bitmap it checks while scanning), and how many
+    of them each list of an index holds (counted once per index)."""
 
     def __init__(self, mask: np.ndarray):
         import faiss
 
-        mask = np.asarray(mask, dtype=bool)
-        self.share = float(mask.mean()) if len(mask) else 0.0
-        self._bits = np.packbits(mask, bitorder="little")         # kept: faiss reads it by pointer
-        self.selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(self._bits))
+        self.mask = np.asarray(mask, dtype=bool)
+        self.share = float(self.mask.mean()) if len(self.mask) else 0.0
+        self._bits = np.packbits(self.mask, bitorder="little")         # kept: faiss reads it by pointer
+        self.selector = faiss.IDSelectorBitmap(len(self.mask), faiss.swig_ptr(self._bits))
+        self._counted: tuple[IVFIndex, np.ndarray] | None = None
+
+    def rows_per_list(self, ivf: IVFIndex) -> np.ndarray:
+        if self._counted is None or self._counted[0] is not ivf:
+            rows = np.flatnonzero(self.mask[: len(ivf.list_of)])
+            lists = ivf.list_of[rows]
+            self._counted = (ivf, np.bincount(lists[lists >= 0], minlength=ivf.lists))
+        return self._counted[1]

@@ -10,6 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..index.ann import Filter
 from ..recsys.diversity import diversify
 from ..settings import Settings
 from . import reasons
@@ -85,6 +86,7 @@ class ServingState:
         self._context = lru_cache(maxsize=settings.user_cache_size)(self._user_context)
         self._mask = lru_cache(maxsize=256)(self._champion_mask)
         self._candidates = lru_cache(maxsize=256)(self._champion_candidates)
+        self._champion_filter = lru_cache(maxsize=256)(lambda tags: Filter(self._mask(tags)))
         self._index_masks = lru_cache(maxsize=256)(self._index_mask)
 
     # --- readiness ------------------------------------------------------------------------------
@@ -235,18 +237,12 @@ class ServingState:
             twins = [context.twins[p] for p in picked]
             similarity = [context.twin_similarity[p] for p in picked]
             champion_rows = [int(context.top_rows[p]) for p in picked]
-        else:   # the filter left too few of the cached best: score every candidate
-            candidates = self._candidates(tuple(tags)) if tags else None
-            scores = champion.scores(user_row, candidates)
-            items_scored = candidates if candidates is not None else np.arange(champion.n_items)
-            scores += maps.hidden_bias[items_scored]
-            scores[np.isin(items_scored, context.excluded, assume_unique=True)] = -np.inf
-            best = fast_top_k(scores, k)
-            best = best[np.isfinite(scores[best])]
-            found = maps.champ_to_cat[items_scored[best]]
-            champion_rows = items_scored[best].tolist()
+        else:   # the filter left too few of the cached best: the filter's own best
+            best, values = self._filtered_best(champion, context, user_row, k, tuple(tags))
+            found = maps.champ_to_cat[best]
+            champion_rows = best.tolist()
             twins, similarity = self._looks_like(found, context.recent_rows)
-            rows, values, twins, similarity = found.tolist(), scores[best].tolist(), twins.tolist(), similarity.tolist()
+            rows, values, twins, similarity = found.tolist(), values.tolist(), twins.tolist(), similarity.tolist()
         items = []
         tag_ranks = context.tag_ranks
         explained = self._explained(champion, context, user_row, champion_rows)
@@ -261,6 +257,25 @@ class ServingState:
                                        "similarity": round(cosine, 4)},
                                       "shared_tags": shared, **why}})
         return items
+
+    def _filtered_best(self, champion: Champion, context: "_UserContext", user_row: int, k: int,
+                       tags: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(champion rows, scores) of the user's best k carrying ``tags``, exclusions applied: on a
+        large catalogue the IVF searched with the tags' bitmap (gathering a tag's vectors to score
+        them costs more than the rest of the request), otherwise every candidate scored."""
+        if self.best_items is not None and tags:
+            found, values = self.best_items.search(champion.user_vectors[user_row], k + len(context.excluded),
+                                                   self._champion_filter(tags))
+            keep = ~np.isin(found, context.excluded)
+            return found[keep][:k], values[keep][:k]
+        candidates = self._candidates(tags) if tags else None
+        scores = champion.scores(user_row, candidates)
+        scored = candidates if candidates is not None else np.arange(champion.n_items)
+        scores += self.rows.hidden_bias[scored]
+        scores[np.isin(scored, context.excluded, assume_unique=True)] = -np.inf
+        best = fast_top_k(scores, k)
+        best = best[np.isfinite(scores[best])]
+        return scored[best], scores[best]
 
     @staticmethod
     def _explained(champion: Champion, context: "_UserContext", user_row: int, champion_rows: list) -> list[dict]:
