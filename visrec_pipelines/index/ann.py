@@ -128,10 +128,11 @@ class IVFIndex:
         coarse = self.centroids @ query
         held = self.list_sizes if allowed is None else allowed.rows_per_list(self)
         lists = np.flatnonzero(held)
-        lists = lists[np.argsort(-coarse[lists], kind="stable")]
         if not everywhere:
             enough = max(k, self.nprobe * self.n / self.lists)     # what an unfiltered search compares
-            lists = lists[: int(np.searchsorted(np.cumsum(held[lists]), enough)) + 1]
+            lists = _nearest_holding(lists, coarse[lists], held[lists], enough)
+        else:
+            lists = lists[np.argsort(-coarse[lists], kind="stable")]
         lists = lists.astype(np.int64)
         centroid_scores = coarse[lists]
         params = faiss.SearchParametersIVF(nprobe=len(lists), sel=None if allowed is None else allowed.selector)
@@ -149,6 +150,21 @@ class IVFIndex:
         params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector) if selector is not None \
             else faiss.SearchParametersIVF(nprobe=nprobe)
         return self.index.search(queries, k, params=params)
+
+
+def _nearest_holding(lists: np.ndarray, scores: np.ndarray, held: np.ndarray, enough: float) -> np.ndarray:
+    """The best-scoring ``lists``, best first, until they hold ``enough`` rows (all if they never
+    do). Only a few lists are needed, so twice the share that would do on average is partitioned
+    out and sorted, not all of them."""
+    guess = int(np.ceil(2 * enough * len(lists) / max(int(held.sum()), 1))) + 1
+    if guess < len(lists):
+        head = np.argpartition(-scores, guess)[:guess]
+        head = head[np.argsort(-scores[head], kind="stable")]
+        cumulative = np.cumsum(held[head])
+        if cumulative[-1] >= enough:
+            return lists[head[: int(np.searchsorted(cumulative, enough)) + 1]]
+    order = np.argsort(-scores, kind="stable")
+    return lists[order[: int(np.searchsorted(np.cumsum(held[order]), enough)) + 1]]
 
 
 class Filter:

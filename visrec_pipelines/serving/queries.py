@@ -86,6 +86,7 @@ class ServingState:
         self._context = lru_cache(maxsize=settings.user_cache_size)(self._user_context)
         self._mask = lru_cache(maxsize=256)(self._champion_mask)
         self._candidates = lru_cache(maxsize=256)(self._champion_candidates)
+        self._cold_order = lru_cache(maxsize=256)(self._cold_order_for)
         self._champion_filter = lru_cache(maxsize=256)(lambda tags: Filter(self._mask(tags)))
         self._index_masks = lru_cache(maxsize=256)(self._index_mask)
 
@@ -134,18 +135,17 @@ class ServingState:
         """``diversity`` > 0: the best DIVERSITY_POOL × k items re-ranked by MMR over their image
         vectors with that weight (``recsys.diversity``)."""
         champion = self._need_champion()
-        cat = self.catalogue
         user_row = champion.user_row(user_id)
         pool = k if diversity == 0 else min(max(DIVERSITY_POOL * k, k), TOP_CACHED)
         if user_row is None:
-            items = self._cold_start(pool, cat.rows_with_tags(tags))
+            items = self._cold_start(pool, tags)
         else:
             items = self._known(champion, user_id, user_row, pool, tags)
         if diversity > 0:
             items = self._diversified(items, k, diversity)
         return {"user_id": user_id, "known_user": user_row is not None, "cold_start": user_row is None,
                 "champion_version": champion.version, "ranker": champion.ranker_name,
-                "index_version": self.similar.version if self.similar else None,
+                "index_version": self.similar.version if self.similar is not None else None,
                 "tags": tags, "k": k, "diversity": diversity, "items": items}
 
     def _diversified(self, items: list[dict], k: int, diversity: float) -> list[dict]:
@@ -277,6 +277,17 @@ class ServingState:
         best = best[np.isfinite(scores[best])]
         return scored[best], scores[best]
 
+    def _cold_order_for(self, tags: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """The cold-start order (rows, rank within category) of the items carrying ``tags``
+        (cached per tag set: a mask over a large catalogue costs more than the answer)."""
+        rows, ranks = self.cold_rows, self.cold_ranks
+        if tags:
+            mask = np.zeros(len(self.catalogue), dtype=bool)
+            mask[self.catalogue.rows_with_tags(list(tags))] = True
+            keep = mask[rows]
+            rows, ranks = rows[keep], ranks[keep]
+        return rows, ranks
+
     @staticmethod
     def _explained(champion: Champion, context: "_UserContext", user_row: int, champion_rows: list) -> list[dict]:
         """Champions that can say why (the two-stage ranker's ``explain``): per item, the sources that
@@ -292,14 +303,9 @@ class ServingState:
                                           "pushed_by": {group: round(value, 4) for group, value in pushed}}
         return [context.explained[r] for r in champion_rows]
 
-    def _cold_start(self, k: int, allowed) -> list[dict]:
+    def _cold_start(self, k: int, tags: list[str]) -> list[dict]:
         cat = self.catalogue
-        rows, ranks = self.cold_rows, self.cold_ranks
-        if allowed is not None:
-            mask = np.zeros(len(cat), dtype=bool)
-            mask[allowed] = True
-            keep = mask[rows]
-            rows, ranks = rows[keep], ranks[keep]
+        rows, ranks = self._cold_order(tuple(tags))
         return [{**cat.card(r), "score": float(self.popularity[r]),
                  "reason": reasons.cold_start_reason(cat.categories[r], rank),
                  "because": {"looks_like": None, "shared_tags": [], "popularity": float(self.popularity[r])}}
