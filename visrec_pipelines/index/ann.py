@@ -175,7 +175,6 @@ class Filter:
         import faiss
 
         self.mask = np.asarray(mask, dtype=bool)
-        self.share = float(self.mask.mean()) if len(self.mask) else 0.0
         self._bits = np.packbits(self.mask, bitorder="little")         # kept: faiss reads it by pointer
         self.selector = faiss.IDSelectorBitmap(len(self.mask), faiss.swig_ptr(self._bits))
         self._counted: tuple[IVFIndex, np.ndarray] | None = None

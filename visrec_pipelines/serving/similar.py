@@ -81,18 +81,15 @@ class SimilarItems:
         return self._search(np.asarray(vector, dtype=np.float32), k, allowed, exclude=None)
 
     def _search(self, query: np.ndarray, k: int, allowed: RowFilter | None, exclude: int | None):
-        """The IVF's answer when it found enough (as many as the filter could give: its probes hold
-        enough of the filter's rows, so it normally does); otherwise it is asked again in every list
-        holding the filter's rows, which is still cheaper than gathering them to scan."""
+        """The IVF's answer: its probes hold enough of the filter's rows to give as many as the
+        filter can; the exact scan is for a catalogue without an IVF (or one that falls short)."""
         if self.ann is not None:
             available = (len(self) if allowed is None else len(allowed.rows)) - (exclude is not None)
-            for everywhere in (False, True) if allowed is not None else (False,):
-                rows, scores = self.ann.search(query, k + (exclude is not None),
-                                               None if allowed is None else allowed.ann, everywhere=everywhere)
-                keep = rows != exclude
-                rows, scores = rows[keep][:k].astype(np.intp), scores[keep][:k]
-                if len(rows) >= min(k, available):
-                    return rows, scores
+            rows, scores = self.ann.search(query, k + (exclude is not None), None if allowed is None else allowed.ann)
+            keep = rows != exclude
+            rows, scores = rows[keep][:k].astype(np.intp), scores[keep][:k]
+            if len(rows) >= min(k, available):
+                return rows, scores
         return self._scan(query, k, None if allowed is None else allowed.rows, exclude)
 
     def _scan(self, query: np.ndarray, k: int, candidates: np.ndarray | None, exclude: int | None):
