@@ -109,6 +109,27 @@ def test_explanations_name_sources_contributions_and_a_look_alike(shop, model):
     assert RankerBundle.from_training(MostPop().fit(shop.train), shop.train).explain("u3") is None
 
 
+def test_a_served_users_reasons_match_a_fresh_models_whatever_was_asked_before(shop, model):
+    """Serving asks for a user's scores, then why for the few items shown: the pairs are kept
+    from one call to the next (one user at a time) and the contributions are computed for the
+    asked items only; neither may change an answer."""
+    import pickle
+
+    fresh = pickle.loads(pickle.dumps(model))
+    assert "_last_pairs" not in fresh.__dict__            # the memo is not part of a saved model
+    everything = fresh.explain(5, np.arange(shop.train.n_items))
+    by_item = {r["item"]: r for r in everything}
+    model.score(np.array([4]))                             # another user's pairs in the slot
+    shown = model.recommend(np.array([5]), k=10)[0]
+    assert np.array_equal(model.score(np.array([5])), fresh.score(np.array([5])))
+    for r in model.explain(5, shown):
+        expected = by_item[r["item"]]
+        assert r["nominated_by"] == expected["nominated_by"] and r["look_alike"] == expected["look_alike"]
+        assert r["pushed_by"].keys() == expected["pushed_by"].keys()
+        assert np.allclose(list(r["pushed_by"].values()), list(expected["pushed_by"].values()), atol=1e-5)
+    assert any(r["pushed_by"] for r in everything) and not all(r["candidate"] for r in everything)
+
+
 def test_it_learns_from_the_validation_slice_it_is_handed(shop):
     """Handed the protocol's validation slice (a subset of train), it learns from exactly that;
     either way it serves from all of train."""
