@@ -46,8 +46,9 @@ def shop_settings(root: Path):
                     mlflow_tracking_uri=None)
 
 
-def build_shop(root: Path, n_items: int, n_users: int, dim: int, seed: int = 0) -> dict:
-    """Dataset + index snapshot + registered BPR champion under ``root``."""
+def build_shop(root: Path, n_items: int, n_users: int, dim: int, seed: int = 0, champion: str = "bpr") -> dict:
+    """Dataset + index snapshot + registered champion (BPR, or ``two_stage`` over the shop's
+    image vectors and labels) under ``root``."""
     import pandas as pd
 
     from visrec_pipelines.data.contract import write_table
@@ -93,11 +94,20 @@ def build_shop(root: Path, n_items: int, n_users: int, dim: int, seed: int = 0) 
     typed = events.assign(value=1.0, timestamp=pd.to_datetime(events["timestamp"], utc=True))
     split = make_split(typed, item_ids, min_positives=5)
     started = time.perf_counter()
-    ranker = BPR(factors=64, epochs=30, patience=None).fit(split.train)
+    if champion == "two_stage":
+        from visrec_pipelines.recsys.item_content import item_content
+        from visrec_pipelines.recsys.models.two_stage import TwoStageRanker
+
+        split = split.with_item_features(vectors).with_item_content(item_content(items, split.train.item_ids))
+        ranker = TwoStageRanker().fit(split.train, split.validation)
+        params = {}
+    else:
+        ranker = BPR(factors=64, epochs=30, patience=None).fit(split.train)
+        params = {"factors": "64"}
     train_s = time.perf_counter() - started
     bundle = RankerBundle.from_training(ranker, split.train)
     registry = settings.registry()
-    _, version = registry.log_ranker(bundle, "bpr", {}, {"factors": "64"}, {"benchmark": "serving"})
+    _, version = registry.log_ranker(bundle, champion, {}, params, {"benchmark": "serving"})
     registry.set_champion(version)
     return {"users": [str(u) for u in split.train.user_ids], "items": item_ids, "item_tags": tags,
             "version": version, "tags": categories + colours, "train_s": train_s}
@@ -242,6 +252,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per phase")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
     parser.add_argument("--keep", type=Path, default=None, help="build the shop here and keep it")
+    parser.add_argument("--champion", choices=("bpr", "two_stage"), default="bpr",
+                        help="the ranker to serve (two_stage: the usual champion; a user's first request "
+                             "builds their candidates and features)")
     # the load generator's own entry point (a second process)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -262,8 +275,8 @@ def main(argv=None) -> dict:
     server = None
     try:
         started = time.perf_counter()
-        shop = build_shop(root, args.items, args.users, args.dim)
-        print(f"shop: {args.items} items x {args.dim}-d, {len(shop['users'])} users, BPR champion "
+        shop = build_shop(root, args.items, args.users, args.dim, champion=args.champion)
+        print(f"shop: {args.items} items x {args.dim}-d, {len(shop['users'])} users, {args.champion} champion "
               f"v{shop['version']} (trained {shop['train_s']:.1f}s), built in {time.perf_counter() - started:.1f}s")
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "visrec_pipelines.cli", "serve", "--dataset", DATASET,
@@ -319,6 +332,7 @@ def main(argv=None) -> dict:
         "targets_met": bool(max(results["recommend"]["p99_ms"], results["similar"]["p99_ms"]) <= TARGET_P99_MS
                             and ratio >= TARGET_RATIO and errors == 0),
         "start_s": round(start_s, 2), "items": args.items, "dim": args.dim, "users": len(shop["users"]),
+        "champion": args.champion,
         "concurrency": args.concurrency,
         "duration_s": args.duration, "cpus": os.cpu_count(),
     }

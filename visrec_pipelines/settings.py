@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     ann_min_items: int = 30_000
     history_for_reasons: int = 50              # most recent history items searched for "looks like ..."
     user_cache_size: int = 20_000              # users whose best items stay cached until the next swap
+    # a champion that scores per user (two_stage: ~10 ms a user at 10k items) gets its known users'
+    # best items and reasons computed at load, in batches, the most active users first, for at most
+    # this many seconds (0: none; the rest are computed on their first request)
+    serving_prefill_seconds: float = 30.0
 
     # --- derived locations ---------------------------------------------------------------------
     @property

@@ -54,3 +54,34 @@ def test_a_two_stage_champion_explains_its_picks(shop, app_factory):
             assert because["pushed_by"] and len(because["pushed_by"]) <= 4
             assert np.all(np.diff(np.abs(list(because["pushed_by"].values()))) <= 1e-9)   # largest first
         assert any(item["because"]["sources"] for item in body["items"])
+
+
+def test_a_two_stage_champions_users_are_prefilled_at_load_with_the_same_answers(shop, app_factory):
+    """A champion that scores one user at a time gets its known users' best items and reasons
+    built at load, in batches; every answer is what the lazy path (nothing prefilled) gives, and a
+    prefilled user's first request scores nothing."""
+    dataset = shop.dataset("two-stage")
+    if shop.registry(dataset).current_champion() is None:
+        shop.register(dataset, "two_stage", max_trees=20, patience=3)
+    users = list(shop.split.train.user_ids[:12]) + ["someone-new"]
+    answers, scored = {}, []
+    for budget in (0.0, 600.0):
+        app = app_factory(dataset, serving_prefill_seconds=budget)
+        with TestClient(app) as client:
+            state = app.state.manager.state
+            report = client.get("/status").json()["champion"]["prefilled"]
+            if budget:
+                assert report["users"] == report["of"] == state.champion.n_users and report["seconds"] >= 0
+                state.champion.bundle.ranker.score = scored.append      # must not be called
+            else:
+                assert report is None and not state._prefilled
+            for user in users:
+                for params in ({"k": 5}, {"k": 12, "diversity": 0.3}):
+                    body = client.get(f"/recommendations/{user}", params=params).json()
+                    answers.setdefault((user, str(params)), []).append(
+                        [(i["item_id"], i["reason"], i["because"].get("sources"),
+                          sorted(i["because"].get("pushed_by", {}))) for i in body["items"]])
+            if budget:
+                assert scored == []
+    for key, (lazy, prefilled) in answers.items():
+        assert lazy == prefilled, key

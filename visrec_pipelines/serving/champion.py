@@ -50,6 +50,11 @@ class Champion:
         scores = np.asarray(self.bundle.ranker.score(np.asarray([user_row]))[0], dtype=np.float32)
         return scores.copy() if items is None else scores[items]
 
+    def scores_many(self, user_rows: np.ndarray) -> np.ndarray:
+        """(len(user_rows), n_items) float32 scores, the users scored together (a ranker without
+        vectors builds their features in batches: cheaper per user than one by one)."""
+        return np.asarray(self.bundle.ranker.score(np.asarray(user_rows)), dtype=np.float32)
+
     def best_items_index(self, shown: np.ndarray, k: int, min_items: int, seed: int = 0) -> IVFIndex | None:
         """An IVF over the item vectors of the champion rows ``shown`` (mask), its probes tuned on
         a sample of users to recall the exact top ``k``; None for a catalogue of ``min_items`` or

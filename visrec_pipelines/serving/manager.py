@@ -156,6 +156,7 @@ class StateManager:
                 "version": champion.version, "ranker": champion.ranker_name, "users": champion.n_users,
                 "items": champion.n_items, "loaded_at": _iso(champion.loaded_at),
                 "fast_path": champion.user_vectors is not None,
+                "prefilled": state.prefill_report,
                 "ann_recall": None if state.best_items is None else state.best_items.recall},
             "champion_alias_version": self.champions.alias_version,
             "fallback": self.champions.fallback,

@@ -5,6 +5,8 @@ in): the champion, the item catalogue, the visual index and everything precomput
 request reads the current state once and works on that object only, so in-flight requests finish
 on the old state while new ones see the new, and none sees a mixture. Nothing here reads a file.
 """
+import logging
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -43,6 +45,15 @@ TOP_CACHED = 200  # best items kept per user: k <= 100 always, and tag filters u
 UNKNOWN_TWIN = -2  # look-alike not searched yet (-1: none, the item or the history has no vector)
 DIVERSITY_POOL = 5  # ?diversity= re-ranks this many times k of the best items (at most TOP_CACHED)
 MAX_PUSHED_BY = 4  # signal groups shown per item in ``because.pushed_by``
+PREFILL_BATCH = 128  # users scored together when a champion's contexts are prefilled at load
+PREFILL_EXPLAINED = 12  # ... with the reasons for this many of each user's best (a gallery page)
+log = logging.getLogger(__name__)
+
+
+def _reason_entry(entry: dict) -> dict:
+    """A ranker's ``explain`` entry as a context keeps it: the nominating sources, the largest pushes."""
+    pushed = list(entry["pushed_by"].items())[:MAX_PUSHED_BY]
+    return {"sources": entry["nominated_by"], "pushed_by": {group: round(value, 4) for group, value in pushed}}
 
 
 @dataclass
@@ -89,6 +100,8 @@ class ServingState:
         self._cold_order = lru_cache(maxsize=256)(self._cold_order_for)
         self._champion_filter = lru_cache(maxsize=256)(lambda tags: Filter(self._mask(tags)))
         self._index_masks = lru_cache(maxsize=256)(self._index_mask)
+        self._prefilled: dict[int, _UserContext] = {}
+        self.prefill_report = self._prefill(settings.serving_prefill_seconds)
 
     # --- readiness ------------------------------------------------------------------------------
     @property
@@ -160,7 +173,7 @@ class ServingState:
         chosen = diversify(np.arange(len(items)), np.asarray([i["score"] for i in items]), pool, k, diversity)
         return [items[i] for i in chosen.tolist()]
 
-    def _user_context(self, user_row: int, user_id: str) -> "_UserContext":
+    def _user_context(self, user_row: int, user_id: str, scores: np.ndarray | None = None) -> "_UserContext":
         """What a known user's requests share until the next swap: the champion's best items for
         them (exclusions applied) and, for each, the history item it looks most like. Built on the
         user's first request, then cached (LRU) with this state."""
@@ -173,7 +186,7 @@ class ServingState:
             keep = ~np.isin(found, excluded)
             best, values, complete = found[keep][:TOP_CACHED], values[keep][:TOP_CACHED], False
         else:
-            scores = champion.scores(user_row)
+            scores = champion.scores(user_row) if scores is None else scores
             scores += maps.hidden_bias
             scores[excluded] = -np.inf                       # never what they already had
             best = fast_top_k(scores, TOP_CACHED)
@@ -214,7 +227,7 @@ class ServingState:
 
     def _known(self, champion: Champion, user_id: str, user_row: int, k: int, tags: list[str]) -> list[dict]:
         cat, maps = self.catalogue, self.rows
-        context = self._context(user_row, user_id)
+        context = self._prefilled.get(user_row) or self._context(user_row, user_id)
         picked = None
         if not tags:
             if k <= len(context.top_rows) or context.complete:
@@ -288,6 +301,37 @@ class ServingState:
             rows, ranks = rows[keep], ranks[keep]
         return rows, ranks
 
+    def _prefill(self, budget_s: float) -> dict | None:
+        """A champion that scores one user at a time (no vectors: two_stage) gets its known users'
+        contexts, with the reasons for their first PREFILL_EXPLAINED items, built here in batches,
+        the longest histories first, until ``budget_s`` seconds have gone; the rest are built on
+        their first request as before. Same answers, without ~10 ms on a user's first request."""
+        champion = self.champion
+        if champion is None or champion.user_vectors is not None or budget_s <= 0 or self.best_items is not None:
+            return None
+        started = time.perf_counter()
+        ids = champion.bundle.user_ids.tolist()
+        order = sorted(range(len(ids)), key=lambda r: (-len(self.histories.get(ids[r], ())), r))
+        order = order[: self.settings.user_cache_size]
+        explain_many = getattr(champion.bundle.ranker, "explain_many", None)
+        done = 0
+        for start in range(0, len(order), PREFILL_BATCH):
+            if time.perf_counter() - started > budget_s:
+                break
+            rows = np.asarray(order[start:start + PREFILL_BATCH])
+            contexts = [self._user_context(int(r), ids[r], scores)
+                        for r, scores in zip(rows.tolist(), champion.scores_many(rows))]
+            if explain_many is not None:
+                shown = [c.top_rows[:PREFILL_EXPLAINED] for c in contexts]
+                for context, rows_shown, entries in zip(contexts, shown, explain_many(rows, shown)):
+                    for row, entry in zip(rows_shown.tolist(), entries):
+                        context.explained[row] = _reason_entry(entry)
+            self._prefilled.update(zip(rows.tolist(), contexts))
+            done += len(rows)
+        seconds = time.perf_counter() - started
+        log.info("prefilled %d of %d users' best items and reasons in %.1f s", done, len(ids), seconds)
+        return {"users": done, "of": len(ids), "seconds": round(seconds, 2)}
+
     @staticmethod
     def _explained(champion: Champion, context: "_UserContext", user_row: int, champion_rows: list) -> list[dict]:
         """Champions that can say why (the two-stage ranker's ``explain``): per item, the sources that
@@ -298,9 +342,7 @@ class ServingState:
         missing = [r for r in champion_rows if r not in context.explained]
         if missing:
             for row, entry in zip(missing, explain(user_row, np.asarray(missing))):
-                pushed = list(entry["pushed_by"].items())[:MAX_PUSHED_BY]
-                context.explained[row] = {"sources": entry["nominated_by"],
-                                          "pushed_by": {group: round(value, 4) for group, value in pushed}}
+                context.explained[row] = _reason_entry(entry)
         return [context.explained[r] for r in champion_rows]
 
     def _cold_start(self, k: int, tags: list[str]) -> list[dict]:

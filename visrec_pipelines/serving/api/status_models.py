@@ -42,6 +42,9 @@ class ChampionStatus(BaseModel):
     fast_path: bool
     ann_recall: float | None = Field(None, description="recall of the exact top 200 by the IVF the best items "
                                                        "come from (large catalogues); null: every item scored")
+    prefilled: dict | None = Field(None, description="a champion that scores per user (two_stage): how many "
+                                                    "known users' best items and reasons were computed at load "
+                                                    "(users, of, seconds); null: not needed")
 
 
 class IndexStatus(BaseModel):
