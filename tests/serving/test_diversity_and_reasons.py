@@ -85,3 +85,19 @@ def test_a_two_stage_champions_users_are_prefilled_at_load_with_the_same_answers
                 assert scored == []
     for key, (lazy, prefilled) in answers.items():
         assert lazy == prefilled, key
+
+
+def test_diversity_finds_reasons_only_for_the_items_it_shows(shop, app_factory):
+    """?diversity= picks k of 5k by rows and scores first: a two-stage champion's reasons (a model
+    call each) are found for the k shown, not for the whole pool."""
+    dataset = shop.dataset("two-stage")
+    if shop.registry(dataset).current_champion() is None:
+        shop.register(dataset, "two_stage", max_trees=20, patience=3)
+    app = app_factory(dataset, serving_prefill_seconds=0)
+    with TestClient(app) as client:
+        user = shop.split.train.user_ids[2]
+        body = client.get(f"/recommendations/{user}", params={"k": 4, "diversity": 0.5}).json()
+        state = app.state.manager.state
+        context = state._context(state.champion.user_row(user), user)
+        assert len(body["items"]) == 4 and len(context.explained) == 4
+        assert all(item["because"]["pushed_by"] or not item["because"]["sources"] for item in body["items"])

@@ -150,28 +150,29 @@ class ServingState:
         champion = self._need_champion()
         user_row = champion.user_row(user_id)
         pool = k if diversity == 0 else min(max(DIVERSITY_POOL * k, k), TOP_CACHED)
+        # ?diversity= chooses k of the pool by their rows and scores before any item (and its
+        # reasons, which cost a two-stage champion a model call each) is built
+        choose = None if diversity == 0 else (lambda rows, scores: self._diverse_positions(rows, scores, k, diversity))
         if user_row is None:
-            items = self._cold_start(pool, tags)
+            items = self._cold_start(pool, tags, choose)
         else:
-            items = self._known(champion, user_id, user_row, pool, tags)
-        if diversity > 0:
-            items = self._diversified(items, k, diversity)
+            items = self._known(champion, user_id, user_row, pool, tags, choose)
         return {"user_id": user_id, "known_user": user_row is not None, "cold_start": user_row is None,
                 "champion_version": champion.version, "ranker": champion.ranker_name,
                 "index_version": self.similar.version if self.similar is not None else None,
                 "tags": tags, "k": k, "diversity": diversity, "items": items}
 
-    def _diversified(self, items: list[dict], k: int, diversity: float) -> list[dict]:
-        """``k`` of ``items`` chosen by MMR over their image vectors (no vector: like nothing)."""
-        if self.similar is None or len(items) <= 1:
-            return items[:k]
-        cat, vectors = self.catalogue, self.similar.index.vectors
-        index_rows = cat.vec_row[np.asarray([cat.row[i["item_id"]] for i in items])]
+    def _diverse_positions(self, rows: list[int], scores: list[float], k: int, diversity: float) -> list[int]:
+        """Positions of ``k`` of these catalogue rows chosen by MMR over their image vectors (no
+        vector: like nothing), in the order chosen."""
+        if self.similar is None or len(rows) <= 1:
+            return list(range(min(k, len(rows))))
+        vectors = self.similar.index.vectors
+        index_rows = self.catalogue.vec_row[np.asarray(rows, dtype=np.intp)]
         has = index_rows >= 0
-        pool = np.zeros((len(items), vectors.shape[1]), dtype=np.float32)
+        pool = np.zeros((len(rows), vectors.shape[1]), dtype=np.float32)
         pool[has] = np.take(vectors, index_rows[has], axis=0)
-        chosen = diversify(np.arange(len(items)), np.asarray([i["score"] for i in items]), pool, k, diversity)
-        return [items[i] for i in chosen.tolist()]
+        return diversify(np.arange(len(rows)), np.asarray(scores), pool, k, diversity).tolist()
 
     def _user_context(self, user_row: int, user_id: str, scores: np.ndarray | None = None) -> "_UserContext":
         """What a known user's requests share until the next swap: the champion's best items for
@@ -225,7 +226,10 @@ class ServingState:
         rows = self.rows.cat_to_champ[self.catalogue.rows_with_tags(list(tags))]
         return np.sort(rows[rows >= 0])
 
-    def _known(self, champion: Champion, user_id: str, user_row: int, k: int, tags: list[str]) -> list[dict]:
+    def _known(self, champion: Champion, user_id: str, user_row: int, k: int, tags: list[str],
+               choose=None) -> list[dict]:
+        """The user's best ``k`` with their reasons; ``choose(rows, scores)``: the positions of the
+        ones to show, in order (?diversity=), picked before looks and reasons are found."""
         cat, maps = self.catalogue, self.rows
         context = self._prefilled.get(user_row) or self._context(user_row, user_id)
         picked = None
@@ -239,6 +243,9 @@ class ServingState:
         if picked is not None:
             # plain lists from here: a dozen numpy calls on 10-element arrays cost more than the math
             picked = list(picked) if isinstance(picked, range) else picked.tolist()
+            if choose is not None:
+                picked = [picked[i] for i in choose([context.top_cat[p] for p in picked],
+                                                    [context.top_values[p] for p in picked])]
             rows = [context.top_cat[p] for p in picked]
             values = [context.top_values[p] for p in picked]
             missing = [p for p in picked if context.twins[p] == UNKNOWN_TWIN]
@@ -252,6 +259,9 @@ class ServingState:
             champion_rows = [int(context.top_rows[p]) for p in picked]
         else:   # the filter left too few of the cached best: the filter's own best
             best, values = self._filtered_best(champion, context, user_row, k, tuple(tags))
+            if choose is not None:
+                chosen = np.asarray(choose(maps.champ_to_cat[best].tolist(), values.tolist()), dtype=np.intp)
+                best, values = best[chosen], values[chosen]
             found = maps.champ_to_cat[best]
             champion_rows = best.tolist()
             twins, similarity = self._looks_like(found, context.recent_rows)
@@ -345,13 +355,17 @@ class ServingState:
                 context.explained[row] = _reason_entry(entry)
         return [context.explained[r] for r in champion_rows]
 
-    def _cold_start(self, k: int, tags: list[str]) -> list[dict]:
+    def _cold_start(self, k: int, tags: list[str], choose=None) -> list[dict]:
         cat = self.catalogue
         rows, ranks = self._cold_order(tuple(tags))
+        rows, ranks = rows[:k].tolist(), ranks[:k].tolist()
+        if choose is not None:
+            chosen = choose(rows, self.popularity[rows].tolist())
+            rows, ranks = [rows[i] for i in chosen], [ranks[i] for i in chosen]
         return [{**cat.card(r), "score": float(self.popularity[r]),
                  "reason": reasons.cold_start_reason(cat.categories[r], rank),
                  "because": {"looks_like": None, "shared_tags": [], "popularity": float(self.popularity[r])}}
-                for r, rank in zip(rows[:k].tolist(), ranks[:k].tolist())]
+                for r, rank in zip(rows, ranks)]
 
     # --- the visual index -----------------------------------------------------------------------
     def similar_items(self, item_id: str, k: int, tags: list[str]) -> dict:
