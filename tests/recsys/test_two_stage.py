@@ -201,13 +201,14 @@ def test_a_large_catalogue_nominates_and_ranks_without_sorting_whole_rows():
     assert np.median(error) < 0.02 and error.max() < 0.25         # a bin of max_bin 63 is ~0.25
 
 
-def test_explaining_many_users_at_once_says_what_one_at_a_time_says(shop, model):
+def test_scoring_and_explaining_many_users_at_once_says_what_the_single_calls_say(shop, model):
     users = np.arange(0, 40, 3)
-    shown = [model.recommend(np.array([u]), k=8)[0] for u in users]
-    together = model.explain_many(users, shown)
-    for user, items, entries in zip(users, shown, together):
-        alone = model.explain(int(user), items)
-        assert [e["item"] for e in entries] == list(items)
+    scores, together = model.score_and_explain(users, 8)
+    assert np.allclose(scores, model.score(users))
+    for user, entries in zip(users, together):
+        top = model.recommend(np.array([user]), k=8)[0]
+        alone = model.explain(int(user), top)
+        assert [e["item"] for e in entries] == list(top)
         for a, b in zip(entries, alone):
             assert a["nominated_by"] == b["nominated_by"] and a["look_alike"] == b["look_alike"]
             assert a["pushed_by"].keys() == b["pushed_by"].keys()

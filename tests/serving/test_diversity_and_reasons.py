@@ -72,6 +72,9 @@ def test_a_two_stage_champions_users_are_prefilled_at_load_with_the_same_answers
             report = client.get("/status").json()["champion"]["prefilled"]
             if budget:
                 assert report["users"] == report["of"] == state.champion.n_users and report["seconds"] >= 0
+                from visrec_pipelines.serving.queries import PREFILL_EXPLAINED
+                explained = [len(c.explained) for c in state._prefilled.values()]
+                assert sum(explained) >= 0.8 * PREFILL_EXPLAINED * len(explained)   # reasons came with them
                 state.champion.bundle.ranker.score = scored.append      # must not be called
             else:
                 assert report is None and not state._prefilled

@@ -323,19 +323,22 @@ class ServingState:
         ids = champion.bundle.user_ids.tolist()
         order = sorted(range(len(ids)), key=lambda r: (-len(self.histories.get(ids[r], ())), r))
         order = order[: self.settings.user_cache_size]
-        explain_many = getattr(champion.bundle.ranker, "explain_many", None)
+        score_and_explain = getattr(champion.bundle.ranker, "score_and_explain", None)
         done = 0
         for start in range(0, len(order), PREFILL_BATCH):
             if time.perf_counter() - started > budget_s:
                 break
             rows = np.asarray(order[start:start + PREFILL_BATCH])
-            contexts = [self._user_context(int(r), ids[r], scores)
-                        for r, scores in zip(rows.tolist(), champion.scores_many(rows))]
-            if explain_many is not None:
-                shown = [c.top_rows[:PREFILL_EXPLAINED] for c in contexts]
-                for context, rows_shown, entries in zip(contexts, shown, explain_many(rows, shown)):
-                    for row, entry in zip(rows_shown.tolist(), entries):
-                        context.explained[row] = _reason_entry(entry)
+            if score_and_explain is not None:     # the ranker's own best explained with the same pairs
+                scores, explained = score_and_explain(rows, PREFILL_EXPLAINED)
+            else:
+                scores, explained = champion.scores_many(rows), [[] for _ in rows]
+            contexts = [self._user_context(int(r), ids[r], row_scores) for r, row_scores in zip(rows.tolist(), scores)]
+            for context, entries in zip(contexts, explained):
+                shown = set(context.top_rows[:PREFILL_EXPLAINED].tolist())   # served order may differ:
+                for entry in entries:                                       # the rest come lazily
+                    if entry["item"] in shown:
+                        context.explained[entry["item"]] = _reason_entry(entry)
             self._prefilled.update(zip(rows.tolist(), contexts))
             done += len(rows)
         seconds = time.perf_counter() - started

@@ -187,17 +187,40 @@ class TwoStageRanker(Ranker):
         ties: those go to the more popular item, then the lower index); every other item ranks
         below them by popularity, in [0, 1)."""
         users = np.atleast_1d(users)
-        h = self.sources.history
-        out = np.empty((len(users), h.n_items), dtype=np.float32)
-        popularity = np.log1p(h.counts) / (np.log1p(h.counts.max()) + 1.0)         # in [0, 1)
-        for batch in self._batches(len(users), h.n_items):
+        out = np.empty((len(users), self.sources.history.n_items), dtype=np.float32)
+        for batch in self._batches(len(users), self.sources.history.n_items):
             x, rows, items = self._user_pairs(int(users[0])) if len(users) == 1 else \
                 self._batch_pairs(self.sources, users[batch])
-            learned = self.booster.predict(x, num_threads=self.threads) if len(rows) else np.zeros(0)
-            block = np.broadcast_to(popularity, (len(batch), h.n_items)).astype(np.float32)
-            block[rows, items] = 1.0 + _places(rows, learned, popularity[items], items)
-            out[batch] = block
+            out[batch] = self._block(x, rows, items, len(batch))
         return out
+
+    def _block(self, x: np.ndarray, rows: np.ndarray, items: np.ndarray, n_users: int) -> np.ndarray:
+        """``score``'s rows for one batch of users from their candidate pairs."""
+        h = self.sources.history
+        popularity = np.log1p(h.counts) / (np.log1p(h.counts.max()) + 1.0)         # in [0, 1)
+        learned = self.booster.predict(x, num_threads=self.threads) if len(rows) else np.zeros(0)
+        block = np.broadcast_to(popularity, (n_users, h.n_items)).astype(np.float32)
+        block[rows, items] = 1.0 + _places(rows, learned, popularity[items], items)
+        return block
+
+    def score_and_explain(self, users: np.ndarray, k: int) -> tuple[np.ndarray, list[list[dict]]]:
+        """``score(users)`` and, per user, ``explain`` of their best ``k`` unseen items, each
+        batch's pairs built once for both (serving's warm start: half the work of the two calls)."""
+        users = np.atleast_1d(users)
+        out = np.empty((len(users), self.sources.history.n_items), dtype=np.float32)
+        explained: list[list[dict]] = []
+        for batch in self._batches(len(users), self.sources.history.n_items):
+            x, rows, items = self._batch_pairs(self.sources, users[batch])
+            out[batch] = self._block(x, rows, items, len(batch))
+            bounds = np.searchsorted(rows, np.arange(len(batch) + 1))
+            for j, n in enumerate(batch.tolist()):
+                at = slice(bounds[j], bounds[j + 1])
+                row = out[n].copy()
+                if self.seen is not None:
+                    row[self.seen[int(users[n])].indices] = -np.inf
+                best = np.argsort(-row, kind="stable")[:k]
+                explained.append(self._explained(int(users[n]), best, x[at], items[at]))
+        return out, explained
 
     def explain(self, user: int, items: np.ndarray | None = None, k: int = 20) -> list[dict]:
         """Why each item is recommended to ``user`` (default: their top ``k``), one dict per item:
@@ -209,19 +232,6 @@ class TwoStageRanker(Ranker):
         items = self.recommend(np.array([user]), k=k)[0] if items is None else np.asarray(items, dtype=int)
         x, _, candidates = self._user_pairs(user)
         return self._explained(user, items, x, candidates)
-
-    def explain_many(self, users: np.ndarray, items: list[np.ndarray]) -> list[list[dict]]:
-        """``explain(users[n], items[n])`` for every n, the users' pairs built in batches (much
-        cheaper per user than one at a time: serving's warm start)."""
-        users = np.asarray(users)
-        out: list[list[dict]] = []
-        for batch in self._batches(len(users), self.sources.history.n_items):
-            x, rows, candidates = self._batch_pairs(self.sources, users[batch])
-            bounds = np.searchsorted(rows, np.arange(len(batch) + 1))
-            for j, n in enumerate(batch.tolist()):
-                at = slice(bounds[j], bounds[j + 1])
-                out.append(self._explained(int(users[n]), np.asarray(items[n], dtype=int), x[at], candidates[at]))
-        return out
 
     def _explained(self, user: int, items: np.ndarray, x: np.ndarray, candidates: np.ndarray) -> list[dict]:
         """``explain``'s entries from the user's candidate pairs (features ``x``, items ``candidates``)."""
