@@ -97,6 +97,10 @@ class Ranker(ABC):
     def recommend(self, users: np.ndarray, k: int = 20, exclude_seen: bool = True) -> np.ndarray:
         """(len(users), k) item indices, best first, the user's train positives excluded."""
         scores = self.score(np.asarray(users)).astype(np.float32, copy=True)
+        return self.best_of(scores, users, k, exclude_seen)
+
+    def best_of(self, scores: np.ndarray, users: np.ndarray, k: int, exclude_seen: bool = True) -> np.ndarray:
+        """``recommend`` from these users' scores (changed in place: their train positives -inf)."""
         if exclude_seen and self.seen is not None:
             rows = self.seen[np.asarray(users)]
             scores[np.repeat(np.arange(len(users)), np.diff(rows.indptr)), rows.indices] = -np.inf

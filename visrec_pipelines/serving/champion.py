@@ -47,7 +47,7 @@ class Champion:
         if self.user_vectors is not None:
             vectors = self.item_vectors if items is None else np.take(self.item_vectors, items, axis=0)
             return vectors @ self.user_vectors[user_row]
-        scores = np.asarray(self.bundle.ranker.score(np.asarray([user_row]))[0], dtype=np.float32)
+        scores = self.scores_many(np.asarray([user_row]))[0]
         return scores.copy() if items is None else scores[items]
 
     def scores_many(self, user_rows: np.ndarray) -> np.ndarray:

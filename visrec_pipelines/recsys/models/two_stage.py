@@ -215,10 +215,7 @@ class TwoStageRanker(Ranker):
             bounds = np.searchsorted(rows, np.arange(len(batch) + 1))
             for j, n in enumerate(batch.tolist()):
                 at = slice(bounds[j], bounds[j + 1])
-                row = out[n].copy()
-                if self.seen is not None:
-                    row[self.seen[int(users[n])].indices] = -np.inf
-                best = np.argsort(-row, kind="stable")[:k]
+                best = self.best_of(out[n:n + 1].copy(), users[n:n + 1], k)[0]
                 explained.append(self._explained(int(users[n]), best, x[at], items[at]))
         return out, explained
 
