@@ -34,6 +34,7 @@ import numpy as np
 
 TARGET_P99_MS, TARGET_RATIO = 30.0, 0.5
 DATASET = "bench"
+SHOP_FILE = "shop.json"   # what --keep leaves for --reuse: users, items, tags, champion
 
 
 # --- the synthetic shop ----------------------------------------------------------------------------
@@ -252,6 +253,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per phase")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
     parser.add_argument("--keep", type=Path, default=None, help="build the shop here and keep it")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="serve a shop an earlier --keep run built there (no rebuild; kept afterwards)")
     parser.add_argument("--champion", choices=("bpr", "two_stage"), default="bpr",
                         help="the ranker to serve (two_stage: the usual champion; a user's first request "
                              "builds their candidates and features)")
@@ -265,7 +268,7 @@ def main(argv=None) -> dict:
         load_main(args)
         return {}
 
-    root = args.keep or Path(tempfile.mkdtemp(prefix="visrec-serving-bench-"))
+    root = args.reuse or args.keep or Path(tempfile.mkdtemp(prefix="visrec-serving-bench-"))
     # `visrec serve` reads its Settings from the environment: the same locations as shop_settings
     env = {**os.environ, "VISREC_ROOT": str(root), "VISREC_ASSETS": str(root / "assets"),
            "VISREC_WAREHOUSE": str(root / "warehouse"), "VISREC_SERVING_ENCODER": "none",
@@ -275,7 +278,13 @@ def main(argv=None) -> dict:
     server = None
     try:
         started = time.perf_counter()
-        shop = build_shop(root, args.items, args.users, args.dim, champion=args.champion)
+        if args.reuse is not None:
+            shop = json.loads((root / SHOP_FILE).read_text())
+            args.items, args.dim, args.champion = len(shop["items"]), shop["dim"], shop["champion"]
+        else:
+            shop = build_shop(root, args.items, args.users, args.dim, champion=args.champion)
+            if args.keep is not None:
+                (root / SHOP_FILE).write_text(json.dumps({**shop, "dim": args.dim, "champion": args.champion}))
         print(f"shop: {args.items} items x {args.dim}-d, {len(shop['users'])} users, {args.champion} champion "
               f"v{shop['version']} (trained {shop['train_s']:.1f}s), built in {time.perf_counter() - started:.1f}s")
         port = free_port()
@@ -305,7 +314,7 @@ def main(argv=None) -> dict:
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
-        if args.keep is None:
+        if args.keep is None and args.reuse is None:
             shutil.rmtree(root, ignore_errors=True)
 
     bare_rps = (results["bare"]["rps"] + results["bare_again"]["rps"]) / 2

@@ -83,10 +83,11 @@ class Settings(BaseSettings):
     # (faiss IVF, its probes tuned to 95% recall of the exact top 200 at load), not a full scan
     ann_min_items: int = 30_000
     history_for_reasons: int = 50              # most recent history items searched for "looks like ..."
-    user_cache_size: int = 20_000              # users whose best items stay cached until the next swap
-    # a champion that scores per user (two_stage: ~10 ms a user at 10k items) gets its known users'
-    # best items and reasons computed at load, in batches, the most active users first, for at most
-    # this many seconds (0: none; the rest are computed on their first request)
+    user_cache_size: int = 50_000              # users whose best items stay cached until the next swap (~6 KB each)
+    # known users' best items (with the look-alikes, and a two-stage champion's reasons, of the first
+    # page) are computed at load, in batches, the most active users first, for at most this many
+    # seconds (0: none; the rest are computed on their first request: ~10 ms for two_stage at 10k
+    # items, ~0.7 ms for BPR at 100k, against ~0.05 ms once computed)
     serving_prefill_seconds: float = 30.0
 
     # --- derived locations ---------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """?diversity= re-ranks a user's best items for variety in looks (MMR over the image vectors), and a
 two-stage champion says which source found each pick and what pushed it up."""
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from visrec_pipelines.recsys.metrics import intra_list_diversity
@@ -86,6 +87,41 @@ def test_a_two_stage_champions_users_are_prefilled_at_load_with_the_same_answers
                           sorted(i["because"].get("pushed_by", {}))) for i in body["items"]])
             if budget:
                 assert scored == []
+    for key, (lazy, prefilled) in answers.items():
+        assert lazy == prefilled, key
+
+
+@pytest.mark.parametrize("ann_min_items", [30_000, 0])
+def test_a_factorised_champions_users_are_prefilled_too_through_the_ivf_on_a_large_catalogue(
+        shop, app_factory, ann_min_items):
+    """BPR's users get their best items and the look-alikes of the first page at load (dense scores,
+    or one IVF search per batch on a large catalogue: ann_min_items 0); answers equal the lazy
+    path's, and a prefilled user's request scores and searches nothing."""
+    from visrec_pipelines.serving.queries import PREFILL_EXPLAINED, UNKNOWN_TWIN
+
+    dataset = shop.dataset("bpr-prefill")
+    if shop.registry(dataset).current_champion() is None:
+        shop.register(dataset, "bpr")
+    users = list(shop.split.train.user_ids[:10])
+    answers = {}
+    for budget in (0.0, 600.0):
+        app = app_factory(dataset, serving_prefill_seconds=budget, ann_min_items=ann_min_items)
+        with TestClient(app) as client:
+            state = app.state.manager.state
+            assert (state.best_items is None) == (ann_min_items > 0)
+            report = client.get("/status").json()["champion"]["prefilled"]
+            if budget:
+                assert report["users"] == report["of"] == state.champion.n_users
+                first_pages = [c.twins[:PREFILL_EXPLAINED] for c in state._prefilled.values()]
+                assert all(UNKNOWN_TWIN not in twins for twins in first_pages)
+                state.champion.scores = state.champion.user_vectors = None           # must not be used
+                if state.best_items is not None:
+                    state.best_items.search = None
+            for user in users:
+                for params in ({"k": 5}, {"k": 6, "diversity": 0.3}, {"k": 20}):   # within the cached best
+                    body = client.get(f"/recommendations/{user}", params=params).json()
+                    answers.setdefault((user, str(params)), []).append(
+                        [(i["item_id"], round(i["score"], 5), i["reason"]) for i in body["items"]])
     for key, (lazy, prefilled) in answers.items():
         assert lazy == prefilled, key
 

@@ -42,9 +42,9 @@ class ChampionStatus(BaseModel):
     fast_path: bool
     ann_recall: float | None = Field(None, description="recall of the exact top 200 by the IVF the best items "
                                                        "come from (large catalogues); null: every item scored")
-    prefilled: dict | None = Field(None, description="a champion that scores per user (two_stage): how many "
-                                                    "known users' best items and reasons were computed at load "
-                                                    "(users, of, seconds); null: not needed")
+    prefilled: dict | None = Field(None, description="how many known users' best items (and reasons, for a "
+                                                    "champion that gives them) were computed at load "
+                                                    "(users, of, seconds); null: prefill is off")
 
 
 class IndexStatus(BaseModel):
