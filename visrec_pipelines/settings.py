@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # seconds (0: none; the rest are computed on their first request: ~10 ms for two_stage at 10k
     # items, ~0.7 ms for BPR at 100k, against ~0.05 ms once computed)
     serving_prefill_seconds: float = 30.0
+    # a champion that scores per user keeps each user's whole score row for tag filters while
+    # every known user's row fits in this many MB (else a filter the best 200 cannot answer rescores)
+    user_scores_budget_mb: int = 512
 
     # --- derived locations ---------------------------------------------------------------------
     @property

@@ -68,6 +68,7 @@ class _UserContext:
     tag_ranks: dict              # tags of the recent history by frequency, for "shares ... with your history"
     recent_rows: np.ndarray      # catalogue rows of the recent history
     explained: dict = field(default_factory=dict)   # champion row -> sources / pushed_by (two-stage)
+    scores: np.ndarray | None = None   # every champion item's score (excluded: -inf), when kept (see _keep_scores)
 
 
 class ServingState:
@@ -101,6 +102,11 @@ class ServingState:
         self._champion_filter = lru_cache(maxsize=256)(lambda tags: Filter(self._mask(tags)))
         self._index_masks = lru_cache(maxsize=256)(self._index_mask)
         self._prefilled: dict[int, _UserContext] = {}
+        # a champion that scores per user (two_stage, ~10 ms a user) would score the user again for a
+        # tag filter their best 200 cannot answer; so each context keeps its whole score row, when
+        # every known user's row fits the budget (10k items x 1.5k users: 60 MB)
+        self._keep_scores = champion is not None and champion.user_vectors is None and \
+            4 * champion.n_items * champion.n_users <= settings.user_scores_budget_mb * 2**20
         self.prefill_report = self._prefill(settings.serving_prefill_seconds)
 
     # --- readiness ------------------------------------------------------------------------------
@@ -201,7 +207,7 @@ class ServingState:
                             top_values=values.tolist(), twins=[UNKNOWN_TWIN] * len(best),
                             twin_similarity=[0.0] * len(best), excluded=excluded, complete=complete,
                             tag_ranks=reasons.history_tag_ranks(cat.tags[r] for r in recent.tolist()),
-                            recent_rows=recent)
+                            recent_rows=recent, scores=scores if self._keep_scores else None)
 
     def _excluded(self, user_row: int, history: np.ndarray) -> np.ndarray:
         """Sorted champion rows never recommended to this user: what they already had."""
@@ -296,17 +302,21 @@ class ServingState:
                        tags: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """(champion rows, scores) of the user's best k carrying ``tags``, exclusions applied: on a
         large catalogue the IVF searched with the tags' bitmap (gathering a tag's vectors to score
-        them costs more than the rest of the request), otherwise every candidate scored."""
+        them costs more than the rest of the request), otherwise every candidate scored (or taken
+        from the user's kept score row)."""
         if self.best_items is not None and tags:
             found, values = self.best_items.search(champion.user_vectors[user_row], k + len(context.excluded),
                                                    self._champion_filter(tags))
             keep = ~np.isin(found, context.excluded)
             return found[keep][:k], values[keep][:k]
         candidates = self._candidates(tags) if tags else None
-        scores = champion.scores(user_row, candidates)
         scored = candidates if candidates is not None else np.arange(champion.n_items)
-        scores += self.rows.hidden_bias[scored]
-        scores[np.isin(scored, context.excluded, assume_unique=True)] = -np.inf
+        if context.scores is not None:       # kept with the context: exclusions already applied
+            scores = context.scores[scored]
+        else:
+            scores = champion.scores(user_row, candidates)
+            scores += self.rows.hidden_bias[scored]
+            scores[np.isin(scored, context.excluded, assume_unique=True)] = -np.inf
         best = fast_top_k(scores, k)
         best = best[np.isfinite(scores[best])]
         return scored[best], scores[best]
