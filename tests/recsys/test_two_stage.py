@@ -213,3 +213,16 @@ def test_scoring_and_explaining_many_users_at_once_says_what_the_single_calls_sa
             assert a["nominated_by"] == b["nominated_by"] and a["look_alike"] == b["look_alike"]
             assert a["pushed_by"].keys() == b["pushed_by"].keys()
             assert np.allclose(list(a["pushed_by"].values()), list(b["pushed_by"].values()), atol=1e-4)
+
+
+def test_the_candidate_floor_tells_which_items_no_source_found(shop, model):
+    """Serving skips ``explain`` (a rebuild of the user's candidates) for items scored below the
+    floor, saying "found by no source": that must be what ``explain`` says of them."""
+    for user in range(0, 40, 7):
+        scores = model.score(np.array([user]))[0]
+        below, above = np.flatnonzero(scores < model.CANDIDATE_FLOOR), np.flatnonzero(scores >= model.CANDIDATE_FLOOR)
+        assert len(below) and len(above)
+        for entry in model.explain(user, np.concatenate([below[:15], above[:15]])):
+            candidate = scores[entry["item"]] >= model.CANDIDATE_FLOOR
+            assert entry["candidate"] == candidate
+            assert candidate or (entry["nominated_by"] == {} and entry["pushed_by"] == {})

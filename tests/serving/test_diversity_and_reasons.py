@@ -96,6 +96,13 @@ def test_a_two_stage_champions_users_are_prefilled_at_load_with_the_same_answers
                           sorted(i["because"].get("pushed_by", {}))) for i in body["items"]])
             if budget:
                 assert scored == [] and (cached > 100 or fallbacks)
+                # every reason kept, including those said without a call (not a candidate), is explain's
+                ranker = state.champion.bundle.ranker
+                for user in users[:-1]:
+                    row = state.champion.user_row(user)
+                    kept = state._prefilled[row].explained
+                    fresh = ranker.explain(row, np.asarray(list(kept)))
+                    assert kept == {e["item"]: queries._reason_entry(e) for e in fresh}
     for key, (lazy, prefilled) in answers.items():
         assert lazy == prefilled, key
 

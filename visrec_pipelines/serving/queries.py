@@ -285,7 +285,7 @@ class ServingState:
             rows, values, twins, similarity = found.tolist(), values.tolist(), twins.tolist(), similarity.tolist()
         items = []
         tag_ranks = context.tag_ranks
-        explained = self._explained(champion, context, user_row, champion_rows)
+        explained = self._explained(champion, context, user_row, champion_rows, values)
         for row, value, twin, cosine, why in zip(rows, values, twins, similarity, explained):
             shared = reasons.shared_tags(cat.tags[row], tag_ranks)
             twin_title = cat.titles[twin] if twin >= 0 else None
@@ -385,12 +385,21 @@ class ServingState:
             explained
 
     @staticmethod
-    def _explained(champion: Champion, context: "_UserContext", user_row: int, champion_rows: list) -> list[dict]:
+    def _explained(champion: Champion, context: "_UserContext", user_row: int, champion_rows: list,
+                   values: list) -> list[dict]:
         """Champions that can say why (the two-stage ranker's ``explain``): per item, the sources that
-        nominated it and what pushed it up, found once per (user, item); {} for other rankers."""
-        explain = getattr(champion.bundle.ranker, "explain", None)
+        nominated it and what pushed it up, found once per (user, item); {} for other rankers. An
+        item scored below the ranker's CANDIDATE_FLOOR was found by no source: said without a call
+        (which would build the user's candidates again, ~10 ms, for a tag filter's popular picks)."""
+        ranker = champion.bundle.ranker
+        explain = getattr(ranker, "explain", None)
         if explain is None:
             return [{}] * len(champion_rows)
+        floor = getattr(ranker, "CANDIDATE_FLOOR", None)
+        if floor is not None:
+            for row, value in zip(champion_rows, values):
+                if value < floor and row not in context.explained:
+                    context.explained[row] = {"sources": {}, "pushed_by": {}}
         missing = [r for r in champion_rows if r not in context.explained]
         if missing:
             for row, entry in zip(missing, explain(user_row, np.asarray(missing))):

@@ -56,6 +56,9 @@ OPTIONAL_SIGNALS = ("visual_max", "visual_latest", "visual_profile")
 class TwoStageRanker(Ranker):
     name = "two_stage"
     train_priority = 10          # the slowest to train: it fits its candidate sources three times
+    # ``score`` puts every candidate at or above this and every other item below it, so a caller
+    # holding the scores knows which items ``explain`` has nothing to say about (no source found them)
+    CANDIDATE_FLOOR = 1.0
 
     def __init__(self, max_trees: int = 400, patience: int = 25, threads: int = 1, seed: int = 0,
                  nominate: dict | None = None, drop_signals: tuple[str, ...] = (), label_slices: int = 2):
@@ -200,7 +203,7 @@ class TwoStageRanker(Ranker):
         popularity = np.log1p(h.counts) / (np.log1p(h.counts.max()) + 1.0)         # in [0, 1)
         learned = self.booster.predict(x, num_threads=self.threads) if len(rows) else np.zeros(0)
         block = np.broadcast_to(popularity, (n_users, h.n_items)).astype(np.float32)
-        block[rows, items] = 1.0 + _places(rows, learned, popularity[items], items)
+        block[rows, items] = self.CANDIDATE_FLOOR + _places(rows, learned, popularity[items], items)
         return block
 
     def score_and_explain(self, users: np.ndarray, k: int) -> tuple[np.ndarray, list[list[dict]]]:
