@@ -90,7 +90,8 @@ class Settings(BaseSettings):
     # items, ~0.7 ms for BPR at 100k, against ~0.05 ms once computed)
     serving_prefill_seconds: float = 30.0
     # a champion that scores per user keeps each user's whole score row for tag filters while
-    # every known user's row fits in this many MB (else a filter the best 200 cannot answer rescores)
+    # every known user's row fits in this many MB (else a filter the best 200 cannot answer rescores),
+    # and the prefilled users' candidate pairs for their reasons within as many again
     user_scores_budget_mb: int = 512
 
     # --- derived locations ---------------------------------------------------------------------

@@ -226,3 +226,24 @@ def test_the_candidate_floor_tells_which_items_no_source_found(shop, model):
             candidate = scores[entry["item"]] >= model.CANDIDATE_FLOOR
             assert entry["candidate"] == candidate
             assert candidate or (entry["nominated_by"] == {} and entry["pushed_by"] == {})
+
+
+def test_kept_pairs_explain_any_item_later_without_building_the_candidates_again(shop, model, monkeypatch):
+    """Serving keeps the prefilled users' candidate pairs (within a budget): a later ``explain`` of
+    any of their items says what a fresh build says, without one; beyond the budget nothing is kept,
+    and the pickle carries none."""
+    import pickle
+
+    users = np.arange(0, 12)
+    fresh = {int(u): model.explain(int(u), np.arange(0, 60, 3)) for u in users}
+    one_user = model._batch_pairs(model.sources, np.array([0]))[0]
+    model.keep_pairs(int(6.5 * one_user.nbytes))                       # room for about six users
+    model.score_and_explain(users, 4)
+    kept = {key[0] for key in model._kept_pairs["pairs"]}
+    assert 3 <= len(kept) < len(users) and model._kept_pairs["used"] <= model._kept_pairs["budget"]
+    assert "_kept_pairs" not in pickle.loads(pickle.dumps(model)).__dict__
+    monkeypatch.setattr(model, "_batch_pairs", lambda *a: (_ for _ in ()).throw(AssertionError("rebuilt")))
+    model._last_pairs = None
+    for user in kept:
+        assert model.explain(user, np.arange(0, 60, 3)) == fresh[user]
+    del model._kept_pairs                                  # the module's other tests see a plain model

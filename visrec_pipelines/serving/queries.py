@@ -103,10 +103,15 @@ class ServingState:
         self._index_masks = lru_cache(maxsize=256)(self._index_mask)
         self._prefilled: dict[int, _UserContext] = {}
         # a champion that scores per user (two_stage, ~10 ms a user) would score the user again for a
-        # tag filter their best 200 cannot answer; so each context keeps its whole score row, when
-        # every known user's row fits the budget (10k items x 1.5k users: 60 MB)
+        # tag filter their best 200 cannot answer, and build their candidates again for the reasons;
+        # so each context keeps its whole score row, when every known user's row fits the budget
+        # (10k items x 1.5k users: 60 MB), and the ranker the prefilled users' candidate pairs
+        # (~70 KB a user) within the same budget
         self._keep_scores = champion is not None and champion.user_vectors is None and \
             4 * champion.n_items * champion.n_users <= settings.user_scores_budget_mb * 2**20
+        keep_pairs = getattr(champion.bundle.ranker, "keep_pairs", None) if champion is not None else None
+        if keep_pairs is not None:   # and their candidates' features: reasons for a filter's picks, no rebuild
+            keep_pairs(settings.user_scores_budget_mb * 2**20)
         self.prefill_report = self._prefill(settings.serving_prefill_seconds)
 
     # --- readiness ------------------------------------------------------------------------------

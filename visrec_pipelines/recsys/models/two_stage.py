@@ -220,7 +220,28 @@ class TwoStageRanker(Ranker):
                 at = slice(bounds[j], bounds[j + 1])
                 best = self.best_of(out[n:n + 1].copy(), users[n:n + 1], k)[0]
                 explained.append(self._explained(int(users[n]), best, x[at], items[at]))
+                self._keep(int(users[n]), x[at], items[at])
         return out, explained
+
+    def keep_pairs(self, budget_bytes: int) -> None:
+        """From now on keep the candidate pairs ``score_and_explain`` builds, per user, within
+        ``budget_bytes`` (first come, first kept), so a later ``explain`` of any of that user's items
+        costs only their contributions (serving: the reasons of a tag filter's picks). Calling it
+        again changes the budget and keeps what is kept."""
+        kept = self.__dict__.get("_kept_pairs")
+        self._kept_pairs = {"budget": int(budget_bytes), "used": kept["used"] if kept else 0,
+                            "pairs": kept["pairs"] if kept else {}}
+
+    def _pairs_key(self, user: int) -> tuple:
+        return (user, id(self.sources), id(self.booster), self.hidden)     # a refit makes new ones
+
+    def _keep(self, user: int, x: np.ndarray, items: np.ndarray) -> None:
+        kept = self.__dict__.get("_kept_pairs")
+        if kept is not None and kept["used"] + x.nbytes + items.nbytes <= kept["budget"]:
+            key = self._pairs_key(user)
+            if key not in kept["pairs"]:
+                kept["pairs"][key] = (x.copy(), np.zeros(len(items), dtype=np.intp), items.copy())
+                kept["used"] += x.nbytes + items.nbytes
 
     def explain(self, user: int, items: np.ndarray | None = None, k: int = 20) -> list[dict]:
         """Why each item is recommended to ``user`` (default: their top ``k``), one dict per item:
@@ -263,7 +284,10 @@ class TwoStageRanker(Ranker):
     def _user_pairs(self, user: int):
         """``_batch_pairs`` of one user, kept for the next call: serving asks for a user's scores
         and then why (``explain``) in one request, and the pairs are most of either's cost."""
-        key = (user, id(self.sources), id(self.booster), self.hidden)   # a refit makes new ones
+        key = self._pairs_key(user)
+        kept = self.__dict__.get("_kept_pairs")
+        if kept is not None and key in kept["pairs"]:
+            return kept["pairs"][key]
         last = self.__dict__.get("_last_pairs")          # one slot, swapped whole: safe across threads
         if last is None or last[0] != key:
             last = (key, self._batch_pairs(self.sources, np.array([user])))
@@ -272,7 +296,8 @@ class TwoStageRanker(Ranker):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.pop("_last_pairs", None)                   # a cache, not the model
+        state.pop("_last_pairs", None)                   # caches, not the model
+        state.pop("_kept_pairs", None)
         return state
 
     def _by_group(self, values: np.ndarray) -> dict[str, float]:
