@@ -255,31 +255,51 @@ class TwoStageRanker(Ranker):
         return self._explained(user, items, x, candidates)
 
     def _explained(self, user: int, items: np.ndarray, x: np.ndarray, candidates: np.ndarray) -> list[dict]:
-        """``explain``'s entries from the user's candidate pairs (features ``x``, items ``candidates``)."""
-        position = {int(i): n for n, i in enumerate(candidates)}
+        """``explain``'s entries from the user's candidate pairs (features ``x``, items ``candidates``,
+        ascending as ``_batch_pairs`` builds them)."""
+        items = np.asarray(items, dtype=np.int64).reshape(-1)
+        at = np.minimum(np.searchsorted(candidates, items), max(len(candidates) - 1, 0))
+        is_candidate = candidates[at] == items if len(candidates) else np.zeros(len(items), dtype=bool)
         # contributions only for the items asked about: SHAP values cost ~25x a prediction per row,
         # so all ~300 candidates took 77 ms where 10 take 3 (movielens-small)
-        asked = sorted({position[int(i)] for i in items if int(i) in position})
-        contributions = dict(zip(asked, self.booster.predict(x[asked], pred_contrib=True, num_threads=self.threads)
-                                 if asked else []))
+        asked = np.unique(at[is_candidate])
+        contributions = dict(zip(asked.tolist(), self.booster.predict(x[asked], pred_contrib=True,
+                                                                      num_threads=self.threads)
+                                 if len(asked) else []))
+        rank_columns, _, _ = self._feature_layout()
         recent = self.sources.history.recent[user]
         recent = recent[recent >= 0]
         visual = self.sources.space.visual
+        looks = visual[recent] if visual is not None and len(recent) else None
         out = []
-        for item in map(int, items):
-            row = position.get(item)
-            entry = {"item": item, "candidate": row is not None, "nominated_by": {}, "pushed_by": {},
+        for item, row, candidate in zip(items.tolist(), at.tolist(), is_candidate.tolist()):
+            entry = {"item": item, "candidate": candidate, "nominated_by": {}, "pushed_by": {},
                      "look_alike": None, "look_alike_similarity": None}
-            if row is not None:
-                ranks = {n[:-5]: int(round(2.0 ** float(x[row, c]) - 2)) for c, n in enumerate(self.feature_names)
-                         if n.endswith("_rank")}
-                entry["nominated_by"] = {name: rank for name, rank in ranks.items() if rank < self.nominate[name]}
+            if candidate:
+                ranks = [int(round(2.0 ** value - 2)) for value in x[row, rank_columns[0]].tolist()]
+                entry["nominated_by"] = {name: rank for name, rank in zip(rank_columns[1], ranks)
+                                         if rank < self.nominate[name]}
                 entry["pushed_by"] = self._by_group(contributions[row][:-1])
-            if visual is not None and len(recent):
-                sims = visual[recent] @ visual[item]
+            if looks is not None:
+                sims = looks @ visual[item]
                 entry["look_alike"], entry["look_alike_similarity"] = int(recent[np.argmax(sims)]), float(sims.max())
             out.append(entry)
         return out
+
+    def _feature_layout(self) -> tuple:
+        """(rank columns and their signals, each feature's group index, the groups in order of first
+        appearance) of the booster's features, worked out once per feature list."""
+        names = tuple(self.feature_names)
+        layout = self.__dict__.get("_layout")
+        if layout is None or layout[0] != names:
+            ranked = [(c, n[:-5]) for c, n in enumerate(names) if n.endswith("_rank")]
+            groups: dict[str, int] = {}
+            index = [groups.setdefault("user" if n in USER_FEATURES else SIGNAL_GROUPS.get(n.removesuffix("_rank"), n),
+                                       len(groups)) for n in names]
+            layout = (names, ((np.asarray([c for c, _ in ranked], dtype=np.intp), [n for _, n in ranked]),
+                              np.asarray(index, dtype=np.intp), list(groups)))
+            self._layout = layout
+        return layout[1]
 
     def _user_pairs(self, user: int):
         """``_batch_pairs`` of one user, kept for the next call: serving asks for a user's scores
@@ -298,14 +318,14 @@ class TwoStageRanker(Ranker):
         state = dict(self.__dict__)
         state.pop("_last_pairs", None)                   # caches, not the model
         state.pop("_kept_pairs", None)
+        state.pop("_layout", None)
         return state
 
     def _by_group(self, values: np.ndarray) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        for name, value in zip(self.feature_names, values):
-            group = "user" if name in USER_FEATURES else SIGNAL_GROUPS.get(name.removesuffix("_rank"), name)
-            totals[group] = totals.get(group, 0.0) + float(value)
-        return dict(sorted(totals.items(), key=lambda kv: -abs(kv[1])))
+        """Per-feature values summed by signal group (in feature order, as float64), largest first."""
+        _, index, groups = self._feature_layout()
+        totals = np.bincount(index, weights=np.asarray(values, dtype=np.float64), minlength=len(groups)).tolist()
+        return dict(sorted(zip(groups, totals), key=lambda kv: -abs(kv[1])))
 
     def signal_importance(self) -> dict[str, float]:
         """Share of the learned ranker's total gain per signal group (what it leaned on)."""
