@@ -376,7 +376,9 @@ class ServingState:
         PREFILL_EXPLAINED of each when it gives them (empty lists otherwise)."""
         champion, none = self.champion, [[] for _ in user_ids]
         if self.best_items is not None:       # one IVF search for the batch, deep enough for everyone's exclusions
-            deepest = max(len(self._excluded(r, self.history_rows(u))) for r, u in zip(rows.tolist(), user_ids))
+            # at least as deep as any user's exclusions (their union is never longer than the two)
+            deepest = max(len(champion.seen_items(r)) + len(self.history_rows(u))
+                          for r, u in zip(rows.tolist(), user_ids))
             scores, found = self.best_items.search_many(champion.user_vectors[rows], TOP_CACHED + deepest,
                                                         self.best_items.nprobe)
             searched = [(f[f >= 0], s[f >= 0]) for f, s in zip(found, scores)]

@@ -21,6 +21,7 @@ user's items it looks like.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -50,6 +51,14 @@ LGB_PARAMS = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [20], "lea
 # split in any noisy feature, so where looks do not predict taste (film posters) the ranker without
 # them scores better across the folds, where they do (a fashion shop) the one with them does.
 OPTIONAL_SIGNALS = ("visual_max", "visual_latest", "visual_profile")
+
+
+class _FeatureLayout(NamedTuple):
+    names: tuple[str, ...]        # the booster's features
+    rank_columns: np.ndarray      # the columns holding a signal's rank (log2(2 + rank))
+    rank_signals: list[str]       # ... and their signals
+    group_of: np.ndarray          # each feature's signal group, as a position in ``groups``
+    groups: list[str]             # the groups, in order of first appearance
 
 
 @register(order=110)
@@ -266,7 +275,7 @@ class TwoStageRanker(Ranker):
         contributions = dict(zip(asked.tolist(), self.booster.predict(x[asked], pred_contrib=True,
                                                                       num_threads=self.threads)
                                  if len(asked) else []))
-        rank_columns, _, _ = self._feature_layout()
+        layout = self._feature_layout()
         recent = self.sources.history.recent[user]
         recent = recent[recent >= 0]
         visual = self.sources.space.visual
@@ -276,8 +285,8 @@ class TwoStageRanker(Ranker):
             entry = {"item": item, "candidate": candidate, "nominated_by": {}, "pushed_by": {},
                      "look_alike": None, "look_alike_similarity": None}
             if candidate:
-                ranks = [int(round(2.0 ** value - 2)) for value in x[row, rank_columns[0]].tolist()]
-                entry["nominated_by"] = {name: rank for name, rank in zip(rank_columns[1], ranks)
+                ranks = [int(round(2.0 ** value - 2)) for value in x[row, layout.rank_columns].tolist()]
+                entry["nominated_by"] = {name: rank for name, rank in zip(layout.rank_signals, ranks)
                                          if rank < self.nominate[name]}
                 entry["pushed_by"] = self._by_group(contributions[row][:-1])
             if looks is not None:
@@ -286,20 +295,19 @@ class TwoStageRanker(Ranker):
             out.append(entry)
         return out
 
-    def _feature_layout(self) -> tuple:
-        """(rank columns and their signals, each feature's group index, the groups in order of first
-        appearance) of the booster's features, worked out once per feature list."""
+    def _feature_layout(self) -> _FeatureLayout:
+        """Where the booster's features say what ``explain`` reports, worked out once per feature list."""
         names = tuple(self.feature_names)
         layout = self.__dict__.get("_layout")
-        if layout is None or layout[0] != names:
+        if layout is None or layout.names != names:
             ranked = [(c, n[:-5]) for c, n in enumerate(names) if n.endswith("_rank")]
             groups: dict[str, int] = {}
             index = [groups.setdefault("user" if n in USER_FEATURES else SIGNAL_GROUPS.get(n.removesuffix("_rank"), n),
                                        len(groups)) for n in names]
-            layout = (names, ((np.asarray([c for c, _ in ranked], dtype=np.intp), [n for _, n in ranked]),
-                              np.asarray(index, dtype=np.intp), list(groups)))
+            layout = _FeatureLayout(names, np.asarray([c for c, _ in ranked], dtype=np.intp), [n for _, n in ranked],
+                                    np.asarray(index, dtype=np.intp), list(groups))
             self._layout = layout
-        return layout[1]
+        return layout
 
     def _user_pairs(self, user: int):
         """``_batch_pairs`` of one user, kept for the next call: serving asks for a user's scores
@@ -323,9 +331,10 @@ class TwoStageRanker(Ranker):
 
     def _by_group(self, values: np.ndarray) -> dict[str, float]:
         """Per-feature values summed by signal group (in feature order, as float64), largest first."""
-        _, index, groups = self._feature_layout()
-        totals = np.bincount(index, weights=np.asarray(values, dtype=np.float64), minlength=len(groups)).tolist()
-        return dict(sorted(zip(groups, totals), key=lambda kv: -abs(kv[1])))
+        layout = self._feature_layout()
+        totals = np.bincount(layout.group_of, weights=np.asarray(values, dtype=np.float64),
+                             minlength=len(layout.groups)).tolist()
+        return dict(sorted(zip(layout.groups, totals), key=lambda kv: -abs(kv[1])))
 
     def signal_importance(self) -> dict[str, float]:
         """Share of the learned ranker's total gain per signal group (what it leaned on)."""
