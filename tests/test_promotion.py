@@ -206,3 +206,30 @@ def test_a_registered_ranker_pins_what_loading_it_needs(settings, split):
     recorder = _RecordingPickler(io.BytesIO())
     with_torch = pinned_requirements(recorder.dump_recording({"weights": torch.zeros(3)}))
     assert any(line.startswith("torch==") for line in with_torch)
+
+
+def test_the_champion_reader_follows_the_alias_and_asks_an_unchanged_local_store_nothing(settings, split,
+                                                                                        monkeypatch):
+    """Serving polls the alias every few seconds: the reader answers as ``current_champion`` does,
+    and between writes to a local store it makes no query at all."""
+    registry = settings.registry("poll")
+    reader = registry.champion_reader()
+    assert reader.read() is None                                   # nothing registered yet
+    first = register(registry, split, MostPop())
+    registry.set_champion(first[2])
+    assert str(reader.read().version) == first[2]
+
+    queries = []
+    client = reader._client
+    real = client.get_model_version_by_alias
+    monkeypatch.setattr(client, "get_model_version_by_alias", lambda *a: queries.append(a) or real(*a))
+    for _ in range(3):
+        assert str(reader.read().version) == first[2]
+    assert queries == []                                           # the store did not change
+
+    second = register(registry, split, AntiPop())
+    registry.set_champion(second[2])                               # any write to the store is seen
+    assert str(reader.read().version) == second[2] == str(registry.current_champion().version)
+    assert len(queries) == 1
+    registry.rollback()
+    assert str(reader.read().version) == first[2]

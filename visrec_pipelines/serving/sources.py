@@ -149,6 +149,7 @@ class ChampionSource:
 
     def __init__(self, settings: Settings, report: Report, load_bundle: Callable[[str], object] | None = None):
         self.registry, self.report, self._load_bundle = settings.registry(), report, load_bundle
+        self.alias = self.registry.champion_reader()
         self.last_good = LastGood(settings.warehouse_for().last_good, report)
         self.alias_version: str | None = None
         self.fallback: str | None = None     # why the served champion is not the alias's version
@@ -167,7 +168,7 @@ class ChampionSource:
     def next(self, kept: Champion | None, force: bool = False) -> tuple[Champion | None, bool]:
         """(what should serve, whether it is new); ``force``: retry versions that failed now."""
         try:
-            alias = self.registry.current_champion()
+            alias = self.alias.read()
         except Exception as exc:
             self.report("champion", None, f"cannot read the registry: {type(exc).__name__}: {exc}")
             return kept, False
