@@ -69,16 +69,25 @@ def test_similar_items_never_show_an_item_the_catalogue_dropped(app_factory, shr
             assert len(shown) == len(set(shown))
 
 
-@pytest.mark.parametrize("cached", [200, 3])
-def test_a_large_catalogues_ivf_recommends_what_the_full_scan_does(shop, app_factory, monkeypatch, cached):
+@pytest.mark.parametrize("cached, block_bytes", [(200, 0), (3, 0), (3, 2**30)])
+def test_a_large_catalogues_ivf_recommends_what_the_full_scan_does(shop, app_factory, monkeypatch, cached,
+                                                                   block_bytes):
     """On this small shop the IVF has one list, so its answers must be the scan's exactly; cached 3:
-    a filter leaves too few of the cached best, so the IVF is searched with the filter's bitmap."""
+    a filter leaves too few of the cached best, so the IVF is searched with the filter's bitmap
+    (block_bytes 0), or the filter's own block of item vectors is scored and the IVF never sees a
+    filter."""
     from visrec_pipelines.serving import queries
 
     monkeypatch.setattr(queries, "TOP_CACHED", cached)
+    monkeypatch.setattr(queries, "FILTER_BLOCK_MAX_BYTES", block_bytes)
     with TestClient(app_factory("demo", serving_encoder="none")) as exact, \
             TestClient(app_factory("demo", serving_encoder="none", ann_min_items=0)) as ann:
         assert ann.get("/status").json()["champion"]["ann_recall"] == 1.0
+        ivf = ann.app.state.manager.state.best_items
+        filtered = []
+        search = ivf.search
+        monkeypatch.setattr(ivf, "search", lambda q, k, allowed=None, **kw: (
+            filtered.append(allowed is not None), search(q, k, allowed, **kw))[1])
         for user in shop.split.train.user_ids:
             for tags in ([], ["red"]):
                 want = [i["item_id"] for i in exact.get(f"/recommendations/{user}", params={"k": 20, "tags": tags})
@@ -86,3 +95,4 @@ def test_a_large_catalogues_ivf_recommends_what_the_full_scan_does(shop, app_fac
                 got = [i["item_id"] for i in ann.get(f"/recommendations/{user}", params={"k": 20, "tags": tags})
                        .json()["items"]]
                 assert got == want and want, (user, tags)
+        assert any(filtered) == (block_bytes == 0)
