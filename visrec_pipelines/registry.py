@@ -11,6 +11,7 @@ import json
 import math
 import pickle
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,12 +221,17 @@ class ChampionAlias:
     that every few seconds stalls a server's event loop on the GIL. This keeps one client made from
     the store's URIs alone, and for a local sqlite store asks nothing while the store's files are
     unchanged since the last read (the stamp is taken before the read, so a write during it is
-    seen at the next one)."""
+    seen at the next one). A file's mtime moves in clock ticks, so a write in the same tick as the
+    read could leave the stamp as it was: an answer is only trusted once it was read at least
+    STAMP_SETTLE_S after the store's last change."""
+
+    STAMP_SETTLE_S = 1.0
 
     def __init__(self, registry: Registry):
         self.registry = registry
         self._client = None
         self._stamp: tuple | None = None
+        self._settled = False
         self._version = None
 
     def read(self):
@@ -235,8 +241,9 @@ class ChampionAlias:
         from mlflow import MlflowClient
 
         stamp = self.registry.local_store_stamp()
-        if stamp is not None and stamp == self._stamp:
+        if stamp is not None and stamp == self._stamp and self._settled:
             return self._version
+        read_at = time.time()
         if self._client is None:
             uri = self.registry.tracking_uri
             self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -245,4 +252,6 @@ class ChampionAlias:
         except MlflowException:
             version = None
         self._stamp, self._version = stamp, version
+        changed_at = max((entry[0] / 1e9 for entry in stamp or () if entry is not None), default=0.0)
+        self._settled = read_at - changed_at >= self.STAMP_SETTLE_S
         return version
