@@ -48,7 +48,7 @@ MAX_PUSHED_BY = 4  # signal groups shown per item in ``because.pushed_by``
 PREFILL_BATCH = 128  # users scored together when a champion's contexts are prefilled at load
 PREFILL_EXPLAINED = 12  # ... with the look-alikes (and reasons) of this many of each user's best (a page)
 # a tag filter's item vectors up to this size are kept as one block and scored exactly (a category
-# of 5k items x 64 factors: 1.3 MB, ~40 us; the IVF with the tags' bitmap took ~250 us at 100k items)
+# of 5k items x 64 factors: 1.3 MB, ~90 us; the IVF with the tags' bitmap took ~300 us at 100k items)
 FILTER_BLOCK_MAX_BYTES = 4 * 2**20
 log = logging.getLogger(__name__)
 
