@@ -341,18 +341,19 @@ class ServingState:
                                                    self._champion_filter(tags))
             keep = ~np.isin(found, context.excluded)
             return found[keep][:k], values[keep][:k]
-        candidates = self._candidates(tags) if tags else None
-        scored = candidates if candidates is not None else np.arange(champion.n_items)
         if block is not None:                # hidden items are not in the block
             scored, vectors = block
             scores = vectors @ champion.user_vectors[user_row]
             scores[_positions_in(scored, context.excluded)] = -np.inf
-        elif context.scores is not None:     # kept with the context: exclusions already applied
-            scores = context.scores[scored]
         else:
-            scores = champion.scores(user_row, candidates)
-            scores += self.rows.hidden_bias[scored]
-            scores[np.isin(scored, context.excluded, assume_unique=True)] = -np.inf
+            candidates = self._candidates(tags) if tags else None
+            scored = candidates if candidates is not None else np.arange(champion.n_items)
+            if context.scores is not None:   # kept with the context: exclusions already applied
+                scores = context.scores[scored]
+            else:
+                scores = champion.scores(user_row, candidates)
+                scores += self.rows.hidden_bias[scored]
+                scores[np.isin(scored, context.excluded, assume_unique=True)] = -np.inf
         best = fast_top_k(scores, k)
         best = best[np.isfinite(scores[best])]
         return scored[best], scores[best]
