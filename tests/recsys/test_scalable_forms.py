@@ -1,5 +1,6 @@
 """Rankers switch to their scalable form by themselves when a catalogue outgrows the exact one."""
 import numpy as np
+import scipy.sparse as sp
 
 from visrec_pipelines.recsys.base import TrainData
 from visrec_pipelines.recsys.models.ease import EASE
@@ -86,3 +87,45 @@ def test_a_training_run_stops_when_its_time_budget_is_spent():
     hurried.fit(data)
     assert hurried.stopped_by_budget and hurried.best_epoch == 1
     assert np.isfinite(hurried.score(np.arange(5))).all()
+
+
+def test_itemknn_keeps_each_items_k_most_similar_items_among_those_it_shares_users_with():
+    from visrec_pipelines.recsys.models.itemknn import ItemKNN
+
+    data = random_shop(n_users=200, n_items=150, n_events=3000, seed=3)
+    x = data.matrix().toarray()
+    norms = np.sqrt(x.sum(axis=0))
+    dense = (x.T @ x) / (np.outer(norms, norms) + 1e-12)          # the textbook cosine, every pair
+    np.fill_diagonal(dense, 0.0)
+    k = 12
+    model = ItemKNN(neighbours=k, block=32).fit(data)              # several blocks
+    kept = model.neighbour_matrix.toarray()
+    for item in range(data.n_items):
+        positive = np.sort(dense[item][dense[item] > 0])[::-1][:k]
+        mine = np.sort(kept[item][kept[item] > 0])[::-1]
+        np.testing.assert_allclose(mine, positive, rtol=1e-5)      # the k best (ties: any of equal value)
+        assert set(np.flatnonzero(kept[item])) <= set(np.flatnonzero(dense[item] >= positive[-1] - 1e-6)) \
+            if len(positive) else not kept[item].any()
+    assert model.neighbour_matrix.diagonal().sum() == 0
+    users = np.arange(20)
+    np.testing.assert_allclose(model.score(users), x[users] @ kept.T, rtol=1e-5)
+
+
+def test_the_visual_signals_are_the_cosines_to_the_recent_items():
+    from visrec_pipelines.recsys.candidates import _visual
+
+    rng = np.random.default_rng(0)
+    visual = rng.standard_normal((300, 16)).astype(np.float32)
+    visual /= np.linalg.norm(visual, axis=1, keepdims=True)
+    recent = rng.integers(0, 300, size=(7, 4))
+    recent[2, 1:] = -1                                              # a user with one recent item
+    recent[5] = -1                                                  # and one with none
+    seen = sp.csr_matrix((np.ones(recent.size), (np.repeat(np.arange(7), 4), np.maximum(recent, 0).ravel())),
+                         shape=(7, 300))
+    out = _visual(visual, recent, seen)
+    for user in range(7):
+        mine = recent[user][recent[user] >= 0]
+        best = (visual[mine] @ visual.T).max(axis=0) if len(mine) else np.zeros(300)
+        np.testing.assert_allclose(out["visual_max"][user], best, atol=1e-6)
+        latest = visual[mine[0]] @ visual.T if len(mine) else np.zeros(300)
+        np.testing.assert_allclose(out["visual_latest"][user], latest, atol=1e-6)
