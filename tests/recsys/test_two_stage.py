@@ -180,6 +180,7 @@ def test_a_large_catalogue_nominates_and_ranks_without_sorting_whole_rows():
     values[1, rng.random(n_items) < 0.9] = -np.inf             # a source that scores few items
     values[2, :] = np.nan                                       # a source with nothing for this user
     values[3, rng.random(n_items) < 0.9995] = np.nan            # fewer scored items than it nominates
+    values[4, rng.random(n_items) < 0.9995] = -np.inf           # ... or items it rules out (cold, newness)
     seen = rng.random((n_rows, n_items)) < 0.001
     masked = two_stage._masked(values, seen)
     heads = two_stage._Heads(masked)

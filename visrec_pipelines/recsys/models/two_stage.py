@@ -364,8 +364,10 @@ def _mark_top(chosen: np.ndarray, scores: np.ndarray, n: int) -> None:
 
 
 def _masked(values: np.ndarray, seen: np.ndarray) -> np.ndarray:
-    """A signal's row as ranked: seen items and items it cannot score (NaN) at -inf."""
-    out = np.nan_to_num(values, nan=-np.inf)
+    """A signal's row as ranked: seen items and items it cannot score (NaN) at -inf. Not
+    ``nan_to_num``: that also turns -inf (an item the signal rules out) into a finite number, which
+    a row with few scored items would then nominate."""
+    out = np.where(np.isnan(values), np.float32(-np.inf), values)
     out[seen] = -np.inf
     return out
 
