@@ -62,6 +62,21 @@ def test_text_store_embeds_only_new_or_changed_text(tmp_path):
     assert np.allclose(np.linalg.norm(vectors, axis=1), [1, 0, 1], atol=1e-5)
 
 
+def test_items_that_share_a_text_share_one_encoding_of_it(tmp_path, monkeypatch):
+    from visrec_pipelines.vision import text_embeddings
+
+    monkeypatch.setattr(text_embeddings, "DEDUPE_ITEMS", 4)             # repeats across two chunks too
+    variants = pd.DataFrame({"item_id": [f"v{i}" for i in range(7)],
+                             "title": ["Winter coat", "Winter coat", "Ankle boots", "Winter coat",
+                                       "Ankle boots", "Evening gown", "Winter coat"]})
+    encoder = FakeEncoder()
+    store = open_text_store(tmp_path, encoder)
+    report = update_text_embeddings(store, encoder, variants, batch_size=2)
+    assert report.embedded == 7 and report.distinct_texts == encoder.calls == 2 + 3   # per chunk of 4
+    vectors = aligned_text_features(store, variants["item_id"], encoder.dim)
+    np.testing.assert_allclose(vectors, encoder.encode(variants["title"].tolist()), atol=1e-6)
+
+
 def test_word_search_finds_the_planted_item_through_its_tags():
     search = TextSearch(ITEMS["item_id"], item_texts(ITEMS), TAGS)          # no text model
     assert search.search("red dress", k=1)[0][0] == "a"

@@ -183,7 +183,8 @@ def text_embeddings(context: AssetExecutionContext, datasets: DatasetsResource,
     with_text = item_catalogue["item_id"].astype(str)[~item_catalogue["item_id"].astype(str).isin(report.without_text)]
     return Output(pd.DataFrame({"item_id": with_text.to_numpy(), "model_id": encoder.model_id}), metadata={
         **dataset_metadata(dataset.version()), "model_id": encoder.model_id, "dim": encoder.dim,
-        "embedded_now": report.embedded, "unchanged": report.unchanged, "removed": report.removed,
+        "embedded_now": report.embedded, "distinct_texts_encoded": report.distinct_texts,
+        "unchanged": report.unchanged, "removed": report.removed,
         "items_without_text": len(report.without_text), "seconds": round(report.seconds, 1)})
 
 

@@ -25,6 +25,7 @@ from .label_groups import FREE_TEXT_WORDS, RESERVED_COLUMNS
 
 TEXT_MODEL = "all-MiniLM-L6-v2"
 TEXT_DEFINITION = "title + free-text columns, '. '-joined; mean-pool/l2 v1"
+DEDUPE_ITEMS = 16_384   # items whose repeated texts are encoded once (bounds the memory of that)
 MAX_TEXT_CHARS = 2000   # the model reads 256 word pieces; longer text only costs time
 
 
@@ -98,6 +99,7 @@ class TextEmbeddingReport:
     removed: int = 0
     without_text: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    distinct_texts: int = 0       # of the embedded items' texts: how many the model encoded
 
 
 def update_text_embeddings(store: EmbeddingStore, encoder: TextEncoder, items: pd.DataFrame,
@@ -112,12 +114,17 @@ def update_text_embeddings(store: EmbeddingStore, encoder: TextEncoder, items: p
     plan = store.plan(frame)
     report.unchanged = plan.unchanged
     with store.writer() as writer:
-        for start in range(0, len(plan.to_embed), batch_size):
-            chunk = plan.to_embed.iloc[start:start + batch_size]
-            vectors = encoder.encode(chunk["text"].tolist())
-            writer.write(EmbeddingBatch(chunk["item_id"].tolist(), chunk["sha256"].tolist(), vectors,
+        for start in range(0, len(plan.to_embed), DEDUPE_ITEMS):
+            chunk = plan.to_embed.iloc[start:start + DEDUPE_ITEMS]
+            # a catalogue repeats its texts (a product's colour and size variants share title and
+            # description): each distinct text is encoded once and its vector given to every item
+            codes, distinct = pd.factorize(chunk["text"])
+            vectors = np.concatenate([encoder.encode(distinct[at:at + batch_size].tolist())
+                                      for at in range(0, len(distinct), batch_size)])
+            writer.write(EmbeddingBatch(chunk["item_id"].tolist(), chunk["sha256"].tolist(), vectors[codes],
                                         None, None, []))
             report.embedded += len(chunk)
+            report.distinct_texts += len(distinct)
     if plan.to_remove:
         store.remove(plan.to_remove)
         report.removed = len(plan.to_remove)
