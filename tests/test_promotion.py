@@ -238,3 +238,29 @@ def test_the_champion_reader_follows_the_alias_and_asks_an_unchanged_local_store
     assert len(queries) == 1
     registry.rollback()
     assert str(reader.read().version) == first[2]
+
+
+def test_registering_a_ranker_does_not_load_its_bundle_again(settings, split, monkeypatch):
+    """The signature comes from the bundle in hand (MLflow would unpickle the bundle to predict
+    the input example: a second copy of a large model in the evaluation step); it is the one
+    MLflow infers, and the version loads and answers."""
+    import mlflow
+    from visrec_pipelines import registry as registry_module
+
+    ranker = MostPop().fit(split.train)
+    bundle = RankerBundle.from_training(ranker, split.train)
+    example = pd.DataFrame({"user_id": [str(bundle.user_ids[0])]})
+    expected = mlflow.models.infer_signature(example, registry_module.pyfunc_predict(bundle, example),
+                                             params={"k": 20})
+
+    loads = []
+    real_loads = registry_module.pickle.loads
+    monkeypatch.setattr(registry_module.pickle, "loads", lambda data: loads.append(len(data)) or real_loads(data))
+    registry = settings.registry("signature")
+    _, version = registry.log_ranker(bundle, ranker.name, {}, {}, {})
+    assert loads == []                                                 # registering unpickled nothing
+    model_uri = f"models:/{registry.model_name}/{version}"
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    assert mlflow.models.get_model_info(model_uri).signature == expected
+    answer = mlflow.pyfunc.load_model(model_uri).predict(example, params={"k": 5})
+    assert len(loads) == 1 and list(answer.columns) == list(expected.outputs.input_names()) and len(answer) == 5

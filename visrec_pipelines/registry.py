@@ -44,10 +44,15 @@ def pyfunc_model():
             self.bundle = pickle.loads(Path(context.artifacts["bundle"]).read_bytes())
 
         def predict(self, context, model_input, params=None):
-            k = int((params or {}).get("k", 20))
-            return self.bundle.recommend(model_input["user_id"].astype(str).tolist(), k=k)
+            return pyfunc_predict(self.bundle, model_input, params)
 
     return _RankerPyfunc()
+
+
+def pyfunc_predict(bundle, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+    """What a registered version answers: each user's best ``k`` (params, default 20)."""
+    k = int((params or {}).get("k", 20))
+    return bundle.recommend(model_input["user_id"].astype(str).tolist(), k=k)
 
 
 class _RecordingPickler(pickle.Pickler):
@@ -138,8 +143,13 @@ class Registry:
                 with path.open("wb") as out:
                     modules = _RecordingPickler(out).dump_recording(bundle)
                 example = pd.DataFrame({"user_id": [str(bundle.user_ids[0])]})
+                # the signature from the bundle in hand, and no input example: with one, MLflow
+                # unpickles the bundle again to predict it (to infer a signature, and then to
+                # check the example would serve): a large shop's two_stage is gigabytes, per ranker
+                signature = mlflow.models.infer_signature(example, pyfunc_predict(bundle, example),
+                                                          params={"k": 20})   # so callers may ask for k
                 info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc_model(),
-                                               artifacts={"bundle": str(path)}, input_example=example,
+                                               artifacts={"bundle": str(path)}, signature=signature,
                                                pip_requirements=pinned_requirements(modules),
                                                registered_model_name=self.model_name)
                 version = str(info.registered_model_version)
