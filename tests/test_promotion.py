@@ -251,7 +251,7 @@ def test_registering_a_ranker_does_not_load_its_bundle_again(settings, split, mo
     bundle = RankerBundle.from_training(ranker, split.train)
     example = pd.DataFrame({"user_id": [str(bundle.user_ids[0])]})
     expected = mlflow.models.infer_signature(example, registry_module.pyfunc_predict(bundle, example),
-                                             params={"k": 20})
+                                             params={"k": registry_module.DEFAULT_K})
 
     loads = []
     real_loads = registry_module.pickle.loads

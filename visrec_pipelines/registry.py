@@ -49,9 +49,12 @@ def pyfunc_model():
     return _RankerPyfunc()
 
 
+DEFAULT_K = 20    # a registered version's answer length when the caller gives no ``k`` param
+
+
 def pyfunc_predict(bundle, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-    """What a registered version answers: each user's best ``k`` (params, default 20)."""
-    k = int((params or {}).get("k", 20))
+    """What a registered version answers: each user's best ``k`` (params, default DEFAULT_K)."""
+    k = int((params or {}).get("k", DEFAULT_K))
     return bundle.recommend(model_input["user_id"].astype(str).tolist(), k=k)
 
 
@@ -147,7 +150,7 @@ class Registry:
                 # unpickles the bundle again to predict it (to infer a signature, and then to
                 # check the example would serve): a large shop's two_stage is gigabytes, per ranker
                 signature = mlflow.models.infer_signature(example, pyfunc_predict(bundle, example),
-                                                          params={"k": 20})   # so callers may ask for k
+                                                          params={"k": DEFAULT_K})   # callers may ask for k
                 info = mlflow.pyfunc.log_model(name="model", python_model=pyfunc_model(),
                                                artifacts={"bundle": str(path)}, signature=signature,
                                                pip_requirements=pinned_requirements(modules),
