@@ -131,3 +131,55 @@ def test_probes_shrink_when_fewer_recall_enough():
     reached = ivf.tune(vectors[::40], k=10, target=0.9)
     assert reached >= 0.9 and ivf.nprobe < 64
     assert ivf.tune(vectors[::40], k=10, target=0.9) == reached      # tuning again changes nothing
+
+
+def test_a_compacted_index_reads_float16_codes_and_still_answers_exact_scores(tmp_path, monkeypatch):
+    """The snapshot's IVF keeps float16 codes (half the bytes a probe reads); the rows found are
+    the full-precision index's, and the scores are re-computed from the vectors, exactly."""
+    vectors = clustered(dim=64)
+    flat = IVFIndex(vectors)
+    flat.tune(vectors[::40], k=10)
+    half = IVFIndex.from_bytes(flat.to_bytes(), vectors).compact()
+    half.nprobe = flat.nprobe
+    assert flat.exact_codes and not half.exact_codes
+    assert len(half.to_bytes()) < 0.6 * len(flat.to_bytes())
+    assert half.list_of.tolist() == flat.list_of.tolist()              # same lists: tuning stands
+    odd = np.zeros(len(vectors), dtype=bool)
+    odd[1::2] = True
+    for query in vectors[:60]:
+        for allowed, everywhere in ((None, False), (Filter(odd), False), (Filter(odd), True)):
+            rows, scores = half.search(query, 10, allowed, everywhere)
+            expected, _ = flat.search(query, 10, allowed, everywhere)
+            assert np.allclose(scores, vectors[rows] @ query, atol=1e-6)     # exact, best first
+            assert np.all(np.diff(scores) <= 0)
+            assert len(np.intersect1d(rows, expected)) >= 9              # a float16 tie may swap the 10th
+
+    monkeypatch.setattr(neighbours, "EXACT_MAX_ITEMS", 1000)
+    snapshot = ExactIndex([f"i{i}" for i in range(len(vectors))], vectors)
+    neighbours.prepare_snapshot(snapshot)
+    stored = IVFIndex.from_bytes(ExactIndex.load(snapshot.save(tmp_path / "s.npz")).ivf, vectors)
+    assert not stored.exact_codes
+    rows, scores = snapshot.neighbours
+    found = rows[:50, :5]
+    assert np.allclose(scores[:50, :5], np.einsum("nd,nkd->nk", vectors[:50], vectors[found]), atol=1e-6)
+
+
+def test_compact_refuses_ids_it_could_not_map_back():
+    vectors = clustered(n=2000, dim=16)
+    with pytest.raises(ValueError, match="increasing"):
+        IVFIndex(vectors, ids=np.arange(len(vectors))[::-1].copy()).compact()
+
+
+@pytest.mark.parametrize("partition_from", [0, 10**6])
+def test_the_nearest_lists_holding_enough_rows_are_the_best_scored_prefix(partition_from, monkeypatch):
+    from visrec_pipelines.index import ann
+
+    monkeypatch.setattr(ann, "PARTITION_MIN_LISTS", partition_from)    # both ways of finding them
+    rng = np.random.default_rng(3)
+    for lists in (5, 60, 3000):
+        scores = rng.normal(size=lists).astype(np.float32)
+        held = rng.integers(0, 50, lists)
+        for enough in (1.0, 300.0, float(held.sum()), 10.0 * held.sum()):
+            order = np.argsort(-scores, kind="stable")
+            prefix = int(np.searchsorted(np.cumsum(held[order]), enough)) + 1
+            assert ann._nearest_holding(scores, held, enough).tolist() == order[:prefix].tolist()
