@@ -15,7 +15,8 @@ again (the baseline is their mean, so drift from other work on the machine shows
 
 Prints a table, then as its LAST line one JSON object: recommend_p50_ms, recommend_p99_ms,
 similar_p99_ms, throughput_ratio (min over the two endpoints of rps / bare rps), errors (non-200
-answers and failed connections, all phases), and more.
+answers and failed connections, all phases), the server's resident memory once ready and its peak
+(server_ready_rss_mb, server_peak_rss_mb), and more.
 """
 import argparse
 import asyncio
@@ -236,6 +237,13 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_memory_mb(pid: int) -> dict:
+    """The process's resident memory now and its peak (Linux /proc: VmRSS, VmHWM), in MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {name: round(int(fields[key].split()[0]) / 1024, 1) for name, key in (("rss_mb", "VmRSS"),
+                                                                              ("peak_rss_mb", "VmHWM"))}
+
+
 def free_port() -> int:
     import socket
 
@@ -294,6 +302,7 @@ def main(argv=None) -> dict:
         started = time.perf_counter()
         ready = wait_ready(port, server)
         start_s = time.perf_counter() - started
+        ready_memory = process_memory_mb(server.pid)
         print(f"server ready in {start_s:.1f}s: champion v{ready['champion_version']}, "
               f"index {ready['index_version']}")
         scratch = root / "bench-load"
@@ -307,6 +316,7 @@ def main(argv=None) -> dict:
             # the server's own CPU per answered request (warm-up included): its cost, whatever the client's
             results[name]["server_cpu_us"] = ((process_cpu_seconds(server.pid) - cpu_before) * 1e6
                                               / max(results[name]["all_requests"], 1))
+        final_memory = process_memory_mb(server.pid)
     finally:
         if server is not None and server.poll() is None:
             server.send_signal(signal.SIGTERM)
@@ -340,7 +350,8 @@ def main(argv=None) -> dict:
         "server_cpu_us_per_request": {n: round(r["server_cpu_us"], 1) for n, r in results.items()},
         "targets_met": bool(max(results["recommend"]["p99_ms"], results["similar"]["p99_ms"]) <= TARGET_P99_MS
                             and ratio >= TARGET_RATIO and errors == 0),
-        "start_s": round(start_s, 2), "items": args.items, "dim": args.dim, "users": len(shop["users"]),
+        "start_s": round(start_s, 2), "server_ready_rss_mb": ready_memory["rss_mb"],
+        "server_peak_rss_mb": final_memory["peak_rss_mb"], "items": args.items, "dim": args.dim, "users": len(shop["users"]),
         "champion": args.champion,
         "concurrency": args.concurrency,
         "duration_s": args.duration, "cpus": os.cpu_count(),

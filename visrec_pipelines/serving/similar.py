@@ -58,6 +58,7 @@ class SimilarItems:
             try:
                 self.ann = IVFIndex.from_bytes(index.ivf, index.vectors)
                 self.ann.tune_on(index.vectors, TUNE_K)
+                index.ivf = None        # faiss holds its own copy: the bytes would double it (256 MB at 100k)
             except Exception as exc:    # a damaged index only costs speed: scan instead
                 self.ann = None
                 self.problem = f"the snapshot's IVF index cannot be used ({type(exc).__name__}: {exc}); scanning"
