@@ -351,7 +351,8 @@ def main(argv=None) -> dict:
         "targets_met": bool(max(results["recommend"]["p99_ms"], results["similar"]["p99_ms"]) <= TARGET_P99_MS
                             and ratio >= TARGET_RATIO and errors == 0),
         "start_s": round(start_s, 2), "server_ready_rss_mb": ready_memory["rss_mb"],
-        "server_peak_rss_mb": final_memory["peak_rss_mb"], "items": args.items, "dim": args.dim, "users": len(shop["users"]),
+        "server_peak_rss_mb": final_memory["peak_rss_mb"], "items": args.items, "dim": args.dim,
+        "users": len(shop["users"]),
         "champion": args.champion,
         "concurrency": args.concurrency,
         "duration_s": args.duration, "cpus": os.cpu_count(),

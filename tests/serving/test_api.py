@@ -121,6 +121,37 @@ def test_docs_and_gallery_are_served(client):
     assert client.get("/static/app.js").status_code == 200
 
 
+def test_the_hot_routes_are_matched_first_by_plain_routes_and_answer_as_documented(client, monkeypatch):
+    """/recommendations and /items/{id}/similar skip FastAPI's matching and dependency solving
+    (plain Starlette routes ahead of its own); their errors keep the documented formats, other
+    methods still get 405, and FastAPI's routes still document them (test_docs_and_gallery...)."""
+    from fastapi.routing import APIRoute
+    from starlette.routing import Route
+
+    routes = client.app.router.routes
+    assert {route.path for route in routes[:2]} == {"/recommendations/{user_id}", "/items/{item_id}/similar"}
+    assert all(isinstance(route, Route) and not isinstance(route, APIRoute) for route in routes[:2])
+    served = []
+
+    def counted(app):
+        async def call(scope, receive, send):
+            served.append(scope["path"])
+            await app(scope, receive, send)
+        return call
+
+    for route in routes[:2]:
+        monkeypatch.setattr(route, "app", counted(route.app))
+    assert client.get("/items/i00001/similar", params={"k": 3}).status_code == 200
+    assert client.get("/recommendations/u0001", params={"k": 3}).status_code == 200
+    invalid = client.get("/items/i00001/similar", params={"k": 0})
+    assert invalid.status_code == 422 and invalid.json()["detail"][0]["loc"] == ["query", "k"]
+    missing = client.get("/items/no-such-item/similar")
+    assert missing.status_code == 404 and "not in the catalogue" in missing.json()["detail"]
+    assert served == ["/items/i00001/similar", "/recommendations/u0001", "/items/i00001/similar",
+                      "/items/no-such-item/similar"]
+    assert client.post("/items/i00001/similar").status_code == 405 and len(served) == 4
+
+
 @pytest.mark.parametrize("ranker", ["itemknn", "mostpop"])
 def test_other_rankers_serve_through_the_same_path(shop, app_factory, ranker):
     """ItemKNN has no user/item vectors (scored by ranker.score), MostPop has 1-d ones."""

@@ -181,8 +181,9 @@ class IVFIndex:
         if 2 * len(lists) < self.lists:
             lists = lists.astype(np.int64)
             coarse = np.empty(len(lists), np.float32)
-            faiss.fvec_inner_products_by_idx(faiss.swig_ptr(coarse), faiss.swig_ptr(query), faiss.swig_ptr(self.centroids),
-                                             faiss.swig_ptr(lists), len(query), 1, len(lists))
+            faiss.fvec_inner_products_by_idx(faiss.swig_ptr(coarse), faiss.swig_ptr(query),
+                                             faiss.swig_ptr(self.centroids), faiss.swig_ptr(lists),
+                                             len(query), 1, len(lists))
         else:
             coarse = (self.centroids @ query)[lists]
         if not everywhere:

@@ -4,8 +4,9 @@
 where ``api.deps`` finds them), the routers of ``api.routes``, the exception handlers and the
 request-body limits. Hot endpoints (/recommendations, /items/{id}/similar) are ``async def`` and
 answer from the in-memory state in well under a millisecond of work, so they run on the event loop
-without a thread hop; endpoints that touch files or the encoder (events, uploads, images) are plain
-``def`` and run in the thread pool.
+without a thread hop, and are matched first, as plain Starlette routes (``recommend.plain_routes``);
+endpoints that touch files or the encoder (events, uploads, images) are plain ``def`` and run in
+the thread pool.
 """
 import contextlib
 
@@ -14,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..settings import Settings
 from .api.errors import add_exception_handlers
-from .api.routes import ROUTERS, search
+from .api.routes import ROUTERS, recommend, search
 from .api.routes.gallery import GALLERY_DIR
 from .image_search import ImageSearch
 from .inbox import EventInbox
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, manager: StateManager | None = 
     add_exception_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.router.routes[:0] = recommend.plain_routes()      # the hot routes, matched first
     search.describe_limits(app, settings)
     app.mount("/static", StaticFiles(directory=GALLERY_DIR), name="static")
     return app
